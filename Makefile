@@ -1,0 +1,21 @@
+# Two entry points: `make run` (the whole pipeline on the embedded data) and `make test`.
+# Both create .venv (Python 3.12) and install molgnn first when needed.
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: install run test test-all
+
+install:
+	./scripts/bootstrap.sh
+
+run: install
+	.venv/bin/molgnn run --params params.yaml
+
+test: install
+	.venv/bin/python -m pytest -m "not gpu" -q
+
+test-all: install
+	.venv/bin/python -m pytest -q

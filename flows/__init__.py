@@ -1,0 +1,1 @@
+"""Prefect orchestration of the molgnn library: the pipeline flow and its schedule."""

@@ -1,0 +1,179 @@
+"""The molgnn pipeline as a Prefect flow: each stage a task, chained from params.yaml.
+
+Stages cache themselves by content hash (``molgnn.stages.common``), so Prefect's own result cache is
+off: a rerun re-enters every task, and each finished stage returns at once without recomputing.
+Tasks that read from outside (sources, possibly URLs) or write to the DVC remote retry on I/O errors.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.cache_policies import NO_CACHE  # noqa: E402
+
+from molgnn.config import load_params  # noqa: E402
+from molgnn.stages.common import RunContext, StageResult  # noqa: E402
+
+IO_ERRORS = (OSError, ConnectionError, TimeoutError)
+
+
+def retry_on_io_error(task_obj, task_run, state) -> bool:
+    """Retry only transient I/O failures; bad input fails at once with its clear message."""
+    try:
+        state.result()
+    except IO_ERRORS:
+        return True
+    except Exception:  # noqa: BLE001 - any other error is final
+        return False
+    return False
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_on_io_error)
+def ingest_task(ctx: RunContext) -> StageResult:
+    from molgnn.stages.ingest import run_ingest
+
+    return run_ingest(ctx)
+
+
+@task(name="featurize", cache_policy=NO_CACHE)
+def featurize_task(ctx: RunContext, molecules: Path) -> StageResult:
+    from molgnn.stages.featurize import run_featurize
+
+    return run_featurize(ctx, molecules)
+
+
+@task(name="version-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
+      retry_condition_fn=retry_on_io_error)
+def version_data_task(root: Path) -> str:
+    from molgnn.tracking.dvc_data import version_data
+
+    return version_data(root)
+
+
+@task(name="pretrain", cache_policy=NO_CACHE)
+def pretrain_task(ctx: RunContext, structures: Path) -> StageResult:
+    from molgnn.stages.pretrain import run_pretrain
+
+    return run_pretrain(ctx, structures)
+
+
+@task(name="finetune", cache_policy=NO_CACHE)
+def finetune_task(ctx: RunContext, molecules: Path, structures: Path, pretrained: Path | None) -> StageResult:
+    from molgnn.stages.finetune import run_finetune
+
+    return run_finetune(ctx, molecules, structures, pretrained)
+
+
+@task(name="generate", cache_policy=NO_CACHE)
+def generate_task(ctx: RunContext, molecules: Path, kind: str) -> StageResult:
+    from molgnn.stages.generate import run_generate
+
+    return run_generate(ctx, molecules, kind)
+
+
+@task(name="filter", cache_policy=NO_CACHE)
+def filter_task(ctx: RunContext, samples: dict[str, Path], molecules: Path) -> StageResult:
+    from molgnn.stages.filter import run_filter
+
+    return run_filter(ctx, samples, molecules)
+
+
+@task(name="screen", cache_policy=NO_CACHE)
+def screen_task(ctx: RunContext, candidates: Path, checkpoints: list[Path], provenance: dict) -> StageResult:
+    from molgnn.stages.screen import run_screen
+
+    return run_screen(ctx, candidates, checkpoints, provenance)
+
+
+def _flow_run_id() -> str:
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id or "")
+    except Exception:  # noqa: BLE001 - outside a flow there is no id
+        return ""
+
+
+@flow(name="molgnn-pipeline", log_prints=True)
+def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[str, Any]:
+    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> generate -> filter -> screen."""
+    from molgnn.stages.finetune import member_checkpoints
+    from molgnn.tracking import mlflow_tracking as mt
+    from molgnn.tracking.dvc_data import data_md5
+    from molgnn.tracking.provenance import git_commit
+
+    logger = get_run_logger()
+    root_path = Path(root or Path(params_path).resolve().parent).resolve()
+    params = load_params(params_path if Path(params_path).is_absolute() else Path.cwd() / params_path)
+    seed_everything(params.seed)
+
+    tags = {mt.TAG_PARAMS_HASH: params.digest(), mt.TAG_GIT_COMMIT: git_commit(root_path),
+            mt.TAG_FLOW_RUN: _flow_run_id()}
+    previous_md5 = data_md5(root_path)
+    if previous_md5:
+        tags[mt.TAG_DATA_MD5] = previous_md5
+    tracker = mt.Tracker.connect(params.tracking, root_path, tags)
+    parent = tracker.start("pipeline", params=params.flat())
+    ctx = RunContext(params=params, root=root_path, tracker=tracker, parent_run_id=parent.run_id)
+    results: dict[str, StageResult] = {}
+    try:
+        results["ingest"] = ingest_task(ctx)
+        logger.info("ingest: %s", results["ingest"].metrics)
+        results["featurize"] = featurize_task(ctx, results["ingest"].path("molecules"))
+        logger.info("featurize: %s", results["featurize"].metrics)
+
+        # The data is final now: version it, and tag every run (data stages included) with its md5.
+        md5 = version_data_task(root_path)
+        tracker.tags[mt.TAG_DATA_MD5] = md5
+        for run_id in [parent.run_id] + [r.info.get("mlflow_run_id") for r in results.values()]:
+            if run_id:
+                tracker.client.set_tag(run_id, mt.TAG_DATA_MD5, md5)
+
+        structures = results["featurize"].path("structures")
+        molecules = results["ingest"].path("molecules")
+        pretrained = None
+        if params.pretrain.enabled and params.finetune.init == "pretrained":
+            results["pretrain"] = pretrain_task(ctx, structures)
+            pretrained = results["pretrain"].path("checkpoint")
+        results["finetune"] = finetune_task(ctx, molecules, structures, pretrained)
+        logger.info("finetune: %s", results["finetune"].metrics)
+
+        for kind in params.generate.models:
+            results[f"generate-{kind}"] = generate_task(ctx, molecules, kind)
+            logger.info("generate-%s: %s", kind, results[f"generate-{kind}"].metrics)
+        samples = {kind: results[f"generate-{kind}"].path("samples") for kind in params.generate.models}
+        results["filter"] = filter_task(ctx, samples, molecules)
+        logger.info("filter: %s", results["filter"].metrics)
+
+        provenance = {"data_md5": md5,
+                      "property_model_run": results["finetune"].info.get("mlflow_run_id", ""),
+                      **{f"generator_run.{k}": results[f"generate-{k}"].info.get("mlflow_run_id", "")
+                         for k in params.generate.models}}
+        results["screen"] = screen_task(ctx, results["filter"].path("candidates"),
+                                        member_checkpoints(results["finetune"]), provenance)
+        logger.info("screen: %s -> %s", results["screen"].metrics, results["screen"].outputs["predictions"])
+    except BaseException:
+        parent.finish("FAILED")
+        raise
+    summary = {f"{name}.{k}": v for name, r in results.items() for k, v in r.metrics.items()}
+    parent.log_metrics(summary)
+    parent.finish()
+    return {"mlflow_run_id": parent.run_id, "data_md5": md5,
+            "stages": {name: {"cached": r.cached, "seconds": r.seconds, "metrics": r.metrics,
+                              "outputs": r.outputs} for name, r in results.items()}}

@@ -1,0 +1,172 @@
+"""``molgnn``: the only code that reads command-line arguments.
+
+Each subcommand parses, then calls one library function; errors the user can fix are printed as one
+line and exit with status 2, never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+for _key, _value in {"DO_NOT_TRACK": "true", "MLFLOW_DISABLE_TELEMETRY": "true",
+                     "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1"}.items():
+    os.environ.setdefault(_key, _value)
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+def cmd_run(args) -> int:
+    from flows.pipeline import pipeline
+
+    summary = pipeline(params_path=str(Path(args.params).resolve()))
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from molgnn.data.ingest import ingest
+
+    res = ingest(args.inputs, Path(args.out), smiles_column=args.smiles_column,
+                 target_columns=_split(args.targets), max_heavy_atoms=args.max_heavy_atoms, limit=args.limit)
+    print(f"{res.n_input_rows} input rows: {res.n_kept} kept -> {res.molecules_path}, "
+          f"{res.n_rejected} rejected -> {res.rejects_path}")
+    for reason, count in sorted(res.rejects_by_reason.items(), key=lambda kv: -kv[1]):
+        print(f"  {count:6d}  {reason}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from molgnn.generate.checkpoints import load_generator
+    from molgnn.generate.sampling import sample_smiles
+    from molgnn.stages.generate import CHECKPOINT_FILE, write_samples
+
+    ckpt = Path(args.checkpoint or Path(args.runs) / "generated" / args.model / CHECKPOINT_FILE)
+    if not ckpt.exists():
+        raise FileNotFoundError(f"no trained {args.model} generator at {ckpt}: run `molgnn run` first "
+                                f"or pass --checkpoint")
+    trained = load_generator(ckpt)
+    sample = sample_smiles(trained, trained.vocab, args.n, seed=args.seed, device=args.device)
+    table = write_samples(sample, args.model, Path(args.out))
+    print(f"{args.n} samples from {ckpt} -> {args.out}: {int(table['valid'].sum())} valid "
+          f"({sample.molecules_per_second:.0f} molecules/s)")
+    return 0
+
+
+def cmd_screen(args) -> int:
+    from molgnn.screen.screening import screen_file
+    from molgnn.train.checkpoints import load_checkpoint_dict
+
+    models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
+    if not models or not models[0].exists():
+        raise FileNotFoundError(f"no fine-tuned models at {args.models}: run `molgnn run` first or pass --models")
+    checkpoints = [load_checkpoint_dict(m) for m in models]
+    rank_by = args.rank_by or checkpoints[0].get("targets", [None])[0]
+    res = screen_file(args.inputs, Path(args.out), checkpoints, rank_by=rank_by,
+                      descending=not args.ascending, smiles_column=args.smiles_column, seed=args.seed,
+                      timeout_s=args.timeout, workers=args.workers, device=args.device)
+    print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked by {rank_by} -> {res.predictions_path}, "
+          f"{res.n_rejected} rejected -> {res.rejects_path}")
+    return 0
+
+
+def cmd_schedule(args) -> int:
+    from flows.schedule import serve_pipeline
+
+    serve_pipeline(args.cron, str(Path(args.params).resolve()), name=args.name)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from molgnn.tracking.compare import compare_runs
+
+    print(compare_runs(Path(args.params), stage=args.stage, filter_string=args.filter, last=args.last,
+                       metrics=_split(args.metrics), params=_split(args.show_params)))
+    return 0
+
+
+def cmd_sources(args) -> int:
+    from molgnn.data.sources import list_sources
+
+    for name in list_sources():
+        print(name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="molgnn", description="Traceable molecular discovery pipeline.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run the whole pipeline (Prefect flow) from params.yaml")
+    r.add_argument("--params", default="params.yaml")
+    r.set_defaults(func=cmd_run)
+
+    i = sub.add_parser("ingest", help="read, standardize and deduplicate molecule files")
+    i.add_argument("inputs", nargs="+", help="files (csv, tsv, smi, sdf, parquet), URLs or named sources")
+    i.add_argument("--out", required=True, help="output folder: molecules.parquet + rejects.csv")
+    i.add_argument("--smiles-column")
+    i.add_argument("--targets", help="comma-separated target columns (default: every numeric column)")
+    i.add_argument("--max-heavy-atoms", type=int, default=50)
+    i.add_argument("--limit", type=int)
+    i.set_defaults(func=cmd_ingest)
+
+    g = sub.add_parser("generate", help="sample molecules from a trained generator")
+    g.add_argument("--model", choices=["vae", "diffusion"], default="diffusion")
+    g.add_argument("-n", type=int, default=100)
+    g.add_argument("--checkpoint", help="generator checkpoint (default: runs/generated/<model>/generator.pt)")
+    g.add_argument("--runs", default="runs")
+    g.add_argument("--out", default="generated.csv")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="cpu")
+    g.set_defaults(func=cmd_generate)
+
+    s = sub.add_parser("screen", help="predict properties, with uncertainty, for every molecule of a file")
+    s.add_argument("inputs", nargs="+")
+    s.add_argument("--out", required=True, help="ranked predictions CSV; rejects go to <out>.rejects.csv")
+    s.add_argument("--models", default="runs/finetune", help="a folder of member_*.pt or one checkpoint")
+    s.add_argument("--rank-by", help="target to rank by (default: the model's first target)")
+    s.add_argument("--ascending", action="store_true")
+    s.add_argument("--smiles-column")
+    s.add_argument("--timeout", type=float, default=10.0, help="conformer time limit per molecule (s)")
+    s.add_argument("--workers", type=int)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.set_defaults(func=cmd_screen)
+
+    c = sub.add_parser("schedule", help="serve the pipeline on a cron schedule from a Prefect server")
+    c.add_argument("--cron", required=True, help='e.g. "0 2 * * *" (02:00 every day)')
+    c.add_argument("--params", default="params.yaml")
+    c.add_argument("--name", default="molgnn-scheduled")
+    c.set_defaults(func=cmd_schedule)
+
+    m = sub.add_parser("compare", help="print tracked runs side by side")
+    m.add_argument("--params", default="params.yaml", help="where the tracking store is configured")
+    m.add_argument("--stage", default="finetune", help="stage runs to compare (pipeline, ingest, finetune, ...)")
+    m.add_argument("--filter", help="MLflow filter, e.g. \"params.`finetune.init` = 'scratch'\"")
+    m.add_argument("--metrics", help="comma-separated metric names (default: all)")
+    m.add_argument("--show-params", help="comma-separated param names (default: those that differ)")
+    m.add_argument("--last", type=int, default=5)
+    m.set_defaults(func=cmd_compare)
+
+    so = sub.add_parser("sources", help="list the named data sources")
+    so.set_defaults(func=cmd_sources)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from molgnn.config import ConfigError
+
+    try:
+        return args.func(args)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"molgnn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Records, readers, sources, ingest, splits and stores."""

@@ -1,0 +1,1 @@
+"""Figures logged to MLflow runs: learning curves, parity plots, distributions, molecule grids."""

@@ -1,0 +1,130 @@
+"""Stage 4: fine-tune PaiNN (from the pretrained encoder or from scratch) on the params' targets.
+
+An ensemble of ``ensemble_size`` seeds is trained on one seeded split; its spread is the
+uncertainty that screening reports. Test errors are in the units ``units.json`` states.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from molgnn.data import schema
+from molgnn.data.artifacts import atomic_path
+from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
+
+SPLIT_FILE = "split.csv"
+
+
+class FinetuneInputError(ValueError):
+    """The requested targets or split cannot be built from the ingested data."""
+
+
+def make_split(molecules: pd.DataFrame, how: str, fractions: list[float], seed: int):
+    from molgnn.data.splits import random_split, scaffold_split
+
+    if how == "scaffold":
+        return scaffold_split(molecules[schema.SMILES].tolist(), fractions, seed)
+    return random_split(len(molecules), fractions, seed)
+
+
+def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
+                 pretrained_path: Path | None) -> StageResult:
+    from molgnn.train.checkpoints import load_checkpoint_dict, save_checkpoint
+    from molgnn.train.finetune import finetune_ensemble
+
+    p = ctx.params
+    cfg = p.finetune
+    out_dir = ctx.resolve("runs/finetune")
+    use_pretrained = cfg.init == "pretrained"
+    if use_pretrained and pretrained_path is None:
+        raise FinetuneInputError("finetune.init is 'pretrained' but pretraining is disabled; "
+                                 "enable pretrain or set finetune.init: scratch")
+    key = stage_key("finetune", dataclasses.asdict(p.model), dataclasses.asdict(cfg), p.seed,
+                    Path(molecules_path), Path(structures_path),
+                    Path(pretrained_path) if use_pretrained else None)
+
+    def compute(run) -> StageResult:
+        molecules = pd.read_parquet(molecules_path)
+        missing = [t for t in cfg.targets if t not in molecules.columns]
+        if missing:
+            numeric = [c for c in molecules.columns if molecules[c].dtype.kind == "f"]
+            raise FinetuneInputError(f"target(s) {missing} not in the ingested data; available: {numeric}")
+        units = json.loads((Path(molecules_path).parent / schema.UNITS_FILE).read_text())
+        structures = pd.read_parquet(structures_path)
+        # Molecules without a 3D structure were recorded by featurize; train on the rest.
+        data = molecules[molecules[schema.MOL_ID].isin(structures[schema.MOL_ID])].reset_index(drop=True)
+        labelled = data[cfg.targets].notna().any(axis=1).to_numpy()
+        data = data[labelled].reset_index(drop=True)
+        if len(data) < 10:
+            raise FinetuneInputError(f"only {len(data)} molecules have both a structure and a label "
+                                     f"for {cfg.targets}; need at least 10")
+        train_idx, val_idx, test_idx = make_split(data, cfg.split, cfg.fractions, p.seed)
+        split = pd.DataFrame({schema.MOL_ID: data[schema.MOL_ID], "split": ""})
+        for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
+            split.loc[np.asarray(idx), "split"] = name
+        with atomic_path(out_dir / SPLIT_FILE) as tmp:
+            split.to_csv(tmp, index=False)
+
+        structs = structures.set_index(schema.MOL_ID).loc[data[schema.MOL_ID]].reset_index()
+        targets = data[[schema.MOL_ID, *cfg.targets]]
+        pretrained = load_checkpoint_dict(pretrained_path) if use_pretrained else None
+        log_fn = (lambda metrics, step: run.log_metrics(metrics, step)) if run is not None else None
+        ens = finetune_ensemble(structs, targets, (train_idx, val_idx, test_idx), p.model, cfg,
+                                seed=p.seed, device=ctx.device, pretrained=pretrained,
+                                ensemble_size=cfg.ensemble_size, log_fn=log_fn)
+        outputs = {"split": str(out_dir / SPLIT_FILE)}
+        for k, member in enumerate(ens.members):
+            path = out_dir / f"member_{k}.pt"
+            save_checkpoint(member.checkpoint_dict, path)
+            outputs[f"member_{k}"] = str(path)
+        preds_path = out_dir / "test_predictions.csv"
+        with atomic_path(preds_path) as tmp:
+            ens.test_predictions.to_csv(tmp, index=False)
+        outputs["test_predictions"] = str(preds_path)
+        history_path = out_dir / "history.json"
+        with atomic_path(history_path) as tmp:
+            tmp.write_text(json.dumps([m.history for m in ens.members], indent=2))
+        outputs["history"] = str(history_path)
+
+        metrics: dict[str, float] = {"n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}
+        for target, vals in ens.test_metrics.items():
+            for name, value in vals.items():
+                metrics[f"test_{name}_{target}"] = value
+        return StageResult(stage="finetune", key=key, out_dir=str(out_dir), outputs=outputs,
+                           metrics=metrics,
+                           info={"units": {t: units.get(t, "") for t in cfg.targets}, "init": cfg.init,
+                                 "split": cfg.split, "device": ctx.device,
+                                 "n_unlabelled_or_unstructured": int(len(molecules) - len(data))})
+
+    def log(run, result: StageResult) -> None:
+        from molgnn.report.plots import learning_curve, parity
+
+        preds = pd.read_csv(result.path("test_predictions"))
+        for target in cfg.targets:
+            sub = preds[preds["target"] == target].dropna(subset=["y_true"])
+            if len(sub):
+                unit = result.info["units"].get(target, "")
+                run.log_figure(parity(sub["y_true"], sub["y_pred"], target, unit), f"parity_{target}.png")
+        histories = json.loads(result.path("history").read_text())
+        run.log_figure(learning_curve(histories[0], ["train_loss", "val_mae"], "fine-tuning (member 0)"),
+                       "finetune_curve.png")
+        run.log_artifact(result.path("test_predictions"))
+        run.log_artifact(result.path("split"))
+        for name, path in result.outputs.items():
+            if name.startswith("member_"):
+                run.log_artifact(path, "model")
+        run.log_dict({"model": dataclasses.asdict(p.model), "finetune": dataclasses.asdict(cfg),
+                      "units": result.info["units"]}, "model_config.json")
+
+    return run_cached(ctx, "finetune", out_dir, key, compute,
+                      params={**{f"model.{k}": v for k, v in dataclasses.asdict(p.model).items()},
+                              **{f"finetune.{k}": v for k, v in dataclasses.asdict(cfg).items()}},
+                      log=log)
+
+
+def member_checkpoints(result: StageResult) -> list[Path]:
+    return [Path(v) for k, v in sorted(result.outputs.items()) if k.startswith("member_")]

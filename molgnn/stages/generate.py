@@ -1,0 +1,102 @@
+"""Stage 5: train the graph VAE and the discrete graph diffusion model, then sample from each."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from molgnn.data import schema
+from molgnn.data.artifacts import atomic_path
+from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
+
+SAMPLES_FILE = "samples.csv"
+CHECKPOINT_FILE = "generator.pt"
+
+
+def training_smiles(molecules_path: Path, max_heavy_atoms: int) -> list[str]:
+    from rdkit import Chem
+
+    smiles = pd.read_parquet(molecules_path, columns=[schema.SMILES])[schema.SMILES].tolist()
+    keep = []
+    for s in smiles:
+        m = Chem.MolFromSmiles(s)
+        if m is not None and m.GetNumHeavyAtoms() <= max_heavy_atoms:
+            keep.append(s)
+    return keep
+
+
+def write_samples(sample, kind: str, path: Path) -> pd.DataFrame:
+    table = pd.DataFrame({
+        "generator": kind,
+        "sample": range(len(sample.smiles)),
+        "smiles": sample.smiles,                  # None: invalid before any correction
+        "valid": [s is not None for s in sample.smiles],
+        "reason": sample.reasons,
+        "corrected_smiles": sample.corrected_smiles,
+    })
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return table
+
+
+def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResult:
+    from molgnn.chem.filters import generation_rates
+    from molgnn.generate.checkpoints import save_generator
+    from molgnn.generate.sampling import sample_smiles
+    from molgnn.generate.training import train_generator_from_config
+
+    p = ctx.params
+    g = p.generate
+    model_cfg = g.vae if kind == "vae" else g.diffusion
+    out_dir = ctx.resolve(g.out_dir) / kind
+    key = stage_key(f"generate-{kind}", dataclasses.asdict(model_cfg), g.max_heavy_atoms, g.n_samples,
+                    p.seed, Path(molecules_path))
+
+    def compute(run) -> StageResult:
+        smiles = training_smiles(molecules_path, g.max_heavy_atoms)
+        trained = train_generator_from_config(kind, smiles, model_cfg, seed=p.seed, device=ctx.device)
+        if run is not None:
+            for h in trained.history:
+                run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h.get("epoch"))
+        save_generator(trained, out_dir / CHECKPOINT_FILE)
+        sample = sample_smiles(trained, trained.vocab, g.n_samples, seed=p.seed, device=ctx.device)
+        write_samples(sample, kind, out_dir / SAMPLES_FILE)
+        rates = generation_rates(sample.smiles, smiles)
+        rates_corrected = generation_rates(sample.corrected_smiles, smiles)
+        with atomic_path(out_dir / "history.json") as tmp:
+            tmp.write_text(json.dumps(trained.history, indent=2))
+        metrics = {**{k: v for k, v in rates.items() if isinstance(v, (int, float))},
+                   "validity_after_correction": rates_corrected.get("validity", float("nan")),
+                   "train_seconds": trained.train_seconds,
+                   "sampling_molecules_per_second": sample.molecules_per_second,
+                   "n_training_molecules": len(smiles) - len(trained.rejects),
+                   "n_training_rejected": len(trained.rejects)}
+        return StageResult(stage=f"generate-{kind}", key=key, out_dir=str(out_dir),
+                           outputs={"checkpoint": str(out_dir / CHECKPOINT_FILE),
+                                    "samples": str(out_dir / SAMPLES_FILE),
+                                    "history": str(out_dir / "history.json")},
+                           metrics=metrics,
+                           info={"generator": kind, "device": ctx.device,
+                                 "training_rejects": [list(r) for r in trained.rejects[:100]]})
+
+    def log(run, result: StageResult) -> None:
+        from molgnn.report.plots import learning_curve, molecule_grid
+
+        history = json.loads(result.path("history").read_text())
+        keys = sorted({k for h in history for k in h if k.endswith("loss")})
+        run.log_figure(learning_curve(history, keys, f"{kind} training"), f"{kind}_loss.png")
+        samples = pd.read_csv(result.path("samples"))
+        grid = molecule_grid(samples["smiles"].dropna().tolist(), out_dir / "samples_grid.png")
+        if grid is not None:
+            run.log_artifact(grid)
+        run.log_artifact(result.path("samples"))
+        run.log_artifact(result.path("checkpoint"), "model")
+        run.log_dict({"generator": kind, **dataclasses.asdict(model_cfg)}, "model_config.json")
+
+    return run_cached(ctx, f"generate-{kind}", out_dir, key, compute,
+                      params={"generator": kind, "generate.max_heavy_atoms": g.max_heavy_atoms,
+                              "generate.n_samples": g.n_samples,
+                              **{f"generate.{kind}.{k}": v for k, v in dataclasses.asdict(model_cfg).items()}},
+                      log=log)

@@ -1,0 +1,55 @@
+"""Stage 3: self-supervised pretraining of the PaiNN encoder (denoising + masked atom types)."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from molgnn.data.artifacts import atomic_path
+from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
+
+CHECKPOINT_FILE = "encoder.pt"
+
+
+def run_pretrain(ctx: RunContext, structures_path: Path) -> StageResult:
+    from molgnn.train.checkpoints import save_checkpoint
+    from molgnn.train.pretrain import pretrain
+
+    p = ctx.params
+    out_dir = ctx.resolve("runs/pretrain")
+    key = stage_key("pretrain", dataclasses.asdict(p.model), dataclasses.asdict(p.pretrain), p.seed,
+                    Path(structures_path))
+
+    def compute(run) -> StageResult:
+        structures = pd.read_parquet(structures_path)
+        if p.pretrain.max_molecules and len(structures) > p.pretrain.max_molecules:
+            structures = structures.sample(p.pretrain.max_molecules, random_state=p.seed)
+        log_fn = (lambda metrics, step: run.log_metrics(metrics, step)) if run is not None else None
+        res = pretrain(structures, p.model, p.pretrain, seed=p.seed, device=ctx.device, log_fn=log_fn)
+        save_checkpoint(res.checkpoint_dict, out_dir / CHECKPOINT_FILE)
+        with atomic_path(out_dir / "history.json") as tmp:
+            tmp.write_text(json.dumps(res.history, indent=2))
+        last = res.history[-1] if res.history else {}
+        return StageResult(
+            stage="pretrain", key=key, out_dir=str(out_dir),
+            outputs={"checkpoint": str(out_dir / CHECKPOINT_FILE), "history": str(out_dir / "history.json")},
+            metrics={f"final_{k}": v for k, v in last.items() if k != "epoch"} | {"n_structures": len(structures)},
+            info={"device": ctx.device},
+        )
+
+    def log(run, result: StageResult) -> None:
+        from molgnn.report.plots import learning_curve
+
+        history = json.loads(result.path("history").read_text())
+        run.log_figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss"], "pretraining"),
+                       "pretrain_loss.png")
+        run.log_artifact(result.path("checkpoint"), "model")
+        run.log_dict({"model": dataclasses.asdict(p.model), "pretrain": dataclasses.asdict(p.pretrain)},
+                     "model_config.json")
+
+    return run_cached(ctx, "pretrain", out_dir, key, compute,
+                      params={**{f"model.{k}": v for k, v in dataclasses.asdict(p.model).items()},
+                              **{f"pretrain.{k}": v for k, v in dataclasses.asdict(p.pretrain).items()}},
+                      log=log)

@@ -1,0 +1,53 @@
+"""Stage 7: screen the filtered candidates with the fine-tuned ensemble; a ranked table out.
+
+Each candidate row records where it came from: the generator and its MLflow run, the data version
+(DVC md5) and the property-model run that scored it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from molgnn.data import schema
+from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key, worker_count
+
+
+def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Path],
+               provenance: dict[str, str]) -> StageResult:
+    """``provenance``: ``data_md5``, ``property_model_run``, and ``generator_run.<kind>`` entries."""
+    from molgnn.screen.screening import screen_file
+    from molgnn.train.checkpoints import load_checkpoint_dict
+
+    p = ctx.params
+    out = ctx.resolve(p.screen.out)
+    out_dir = out.parent
+    key = stage_key("screen", dataclasses.asdict(p.screen), dataclasses.asdict(p.featurize.conformers),
+                    p.seed, Path(candidates_path), *[Path(c) for c in checkpoint_paths],
+                    sorted(provenance.items()))
+
+    def compute(run) -> StageResult:
+        candidates = pd.read_csv(candidates_path)
+        extra = candidates.drop(columns=[schema.SMILES, "raw"], errors="ignore").copy()
+        extra.insert(0, schema.ROW, range(len(candidates)))
+        extra.insert(0, schema.SOURCE, str(candidates_path))
+        extra["generator_run"] = extra["generator"].map(lambda g: provenance.get(f"generator_run.{g}", ""))
+        extra["data_md5"] = provenance.get("data_md5", "")
+        extra["property_model_run"] = provenance.get("property_model_run", "")
+        res = screen_file([str(candidates_path)], out, [load_checkpoint_dict(c) for c in checkpoint_paths],
+                          rank_by=p.screen.rank_by, descending=p.screen.descending, smiles_column=schema.SMILES,
+                          seed=p.seed, timeout_s=p.featurize.conformers.timeout_s,
+                          max_iterations=p.featurize.conformers.max_iterations,
+                          workers=worker_count(p.featurize.workers), device=ctx.device, extra_columns=extra)
+        return StageResult(stage="screen", key=key, out_dir=str(out_dir),
+                           outputs={"predictions": str(res.predictions_path), "rejects": str(res.rejects_path)},
+                           metrics={"n_candidates": res.n_input_rows, "n_ranked": res.n_ranked,
+                                    "n_rejected": res.n_rejected})
+
+    def log(run, result: StageResult) -> None:
+        run.log_artifact(result.path("predictions"))
+        run.log_artifact(result.path("rejects"))
+
+    return run_cached(ctx, "screen", out_dir, key, compute,
+                      params={f"screen.{k}": v for k, v in dataclasses.asdict(p.screen).items()}, log=log)

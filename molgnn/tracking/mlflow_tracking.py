@@ -1,0 +1,128 @@
+"""The one module that talks to MLflow.
+
+Runs are driven through ``MlflowClient`` with explicit run ids rather than MLflow's thread-local
+"active run": Prefect may execute tasks on worker threads, where the fluent API would lose the
+parent run (see shared/STACK.md).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# MLflow checks the literal string "true"; there is no network here.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+import mlflow  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from molgnn.config import TrackingConfig  # noqa: E402
+
+# Tag names put on every stage run.
+TAG_DATA_MD5 = "molgnn.data_md5"
+TAG_PARAMS_HASH = "molgnn.params_hash"
+TAG_GIT_COMMIT = "molgnn.git_commit"
+TAG_FLOW_RUN = "molgnn.prefect_flow_run"
+TAG_STAGE = "molgnn.stage"
+TAG_PARENT = "mlflow.parentRunId"
+
+
+def resolve_uri(uri: str, root: Path) -> str:
+    """Make a relative ``sqlite:///relative/path.db`` absolute against the repository root."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        db = (root / uri[len(prefix):]).resolve()
+        db.parent.mkdir(parents=True, exist_ok=True)
+        return prefix + str(db)
+    return uri
+
+
+@dataclass
+class Tracker:
+    """An MLflow experiment plus the tags every run of one pipeline invocation carries."""
+
+    client: MlflowClient
+    experiment_id: str
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def connect(cls, cfg: TrackingConfig, root: Path, tags: dict[str, str] | None = None) -> "Tracker":
+        uri = resolve_uri(cfg.mlflow_uri, root)
+        mlflow.set_tracking_uri(uri)
+        client = MlflowClient(tracking_uri=uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        if exp is None:
+            artifacts = (root / cfg.artifact_root).resolve()
+            artifacts.mkdir(parents=True, exist_ok=True)
+            exp_id = client.create_experiment(cfg.experiment, artifact_location=artifacts.as_uri())
+        else:
+            exp_id = exp.experiment_id
+        return cls(client=client, experiment_id=exp_id, tags=dict(tags or {}))
+
+    def start(self, name: str, parent_run_id: str | None = None, params: dict[str, Any] | None = None,
+              tags: dict[str, str] | None = None) -> "StageRun":
+        all_tags = {**self.tags, **(tags or {}), TAG_STAGE: name}
+        if parent_run_id:
+            all_tags[TAG_PARENT] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        stage = StageRun(self.client, run.info.run_id)
+        if params:
+            stage.log_params(params)
+        return stage
+
+
+@dataclass
+class StageRun:
+    client: MlflowClient
+    run_id: str
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        from mlflow.entities import Metric
+        import time
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items()
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))]
+        for i in range(0, len(items), 500):
+            self.client.log_batch(self.run_id, metrics=items[i:i + 500])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_dict(self, obj: Any, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            p = Path(tmp) / name
+            p.write_text(json.dumps(obj, indent=2, default=str))
+            self.client.log_artifact(self.run_id, str(p))
+
+    def log_figure(self, fig, name: str) -> None:
+        self.client.log_figure(self.run_id, fig, name)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def __enter__(self) -> "StageRun":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.finish("FAILED" if exc_type else "FINISHED")
