@@ -13,8 +13,8 @@ from pathlib import Path
 import yaml
 
 DEFAULT_REMOTE_NAME = "localstore"
-# Relative remote paths are stored relative to .dvc/, so this is <repo>/.dvc-storage.
-DEFAULT_REMOTE_URL = "../.dvc-storage"
+# Given relative to the repo root; DVC stores it relative to .dvc/ (as ../.dvc-storage).
+DEFAULT_REMOTE_URL = ".dvc-storage"
 
 
 class DVCError(RuntimeError):
