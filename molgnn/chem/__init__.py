@@ -1,0 +1,1 @@
+"""RDKit-only chemistry: standardization, conformers, scaffolds and drug-likeness filters."""
