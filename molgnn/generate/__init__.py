@@ -1,0 +1,1 @@
+"""Generative models around the networks in molgnn.models: training, sampling and checkpoints."""
