@@ -162,8 +162,8 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[
         logger.info("filter: %s", results["filter"].metrics)
 
         provenance = {"data_md5": md5,
-                      "property_model_run": results["finetune"].info.get("mlflow_run_id", ""),
-                      **{f"generator_run.{k}": results[f"generate-{k}"].info.get("mlflow_run_id", "")
+                      "property_model_run": results["finetune"].info.get("produced_by_run", ""),
+                      **{f"generator_run.{k}": results[f"generate-{k}"].info.get("produced_by_run", "")
                          for k in params.generate.models}}
         results["screen"] = screen_task(ctx, results["filter"].path("candidates"),
                                         member_checkpoints(results["finetune"]), provenance)

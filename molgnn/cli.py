@@ -59,13 +59,13 @@ def cmd_generate(args) -> int:
 
 def cmd_screen(args) -> int:
     from molgnn.screen.screening import screen_file
-    from molgnn.train.checkpoints import load_checkpoint_dict
+    from molgnn.train.checkpoints import load_checkpoint
 
     models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
     if not models or not models[0].exists():
         raise FileNotFoundError(f"no fine-tuned models at {args.models}: run `molgnn run` first or pass --models")
-    checkpoints = [load_checkpoint_dict(m) for m in models]
-    rank_by = args.rank_by or checkpoints[0].get("targets", [None])[0]
+    checkpoints = [load_checkpoint(m) for m in models]
+    rank_by = args.rank_by or next(iter(checkpoints[0].get("target_stats", {})), None)
     res = screen_file(args.inputs, Path(args.out), checkpoints, rank_by=rank_by,
                       descending=not args.ascending, smiles_column=args.smiles_column, seed=args.seed,
                       timeout_s=args.timeout, workers=args.workers, device=args.device)

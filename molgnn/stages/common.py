@@ -110,6 +110,8 @@ def run_cached(ctx: RunContext, stage: str, out_dir: Path, key: str,
             (out_dir / MANIFEST).unlink(missing_ok=True)
             result = compute(run)
             result.seconds = time.perf_counter() - start
+            # The run that produced the outputs; cached reruns keep pointing at it (provenance).
+            result.info["produced_by_run"] = run.run_id if run is not None else ""
             save_manifest(result)
         if run is not None:
             run.set_tags({"molgnn.cached": str(result.cached).lower()})

@@ -33,7 +33,7 @@ def make_split(molecules: pd.DataFrame, how: str, fractions: list[float], seed: 
 
 def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                  pretrained_path: Path | None) -> StageResult:
-    from molgnn.train.checkpoints import load_checkpoint_dict, save_checkpoint
+    from molgnn.train.checkpoints import load_checkpoint, save_checkpoint
     from molgnn.train.finetune import finetune_ensemble
 
     p = ctx.params
@@ -71,7 +71,7 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
 
         structs = structures.set_index(schema.MOL_ID).loc[data[schema.MOL_ID]].reset_index()
         targets = data[[schema.MOL_ID, *cfg.targets]]
-        pretrained = load_checkpoint_dict(pretrained_path) if use_pretrained else None
+        pretrained = load_checkpoint(pretrained_path) if use_pretrained else None
         log_fn = (lambda metrics, step: run.log_metrics(metrics, step)) if run is not None else None
         ens = finetune_ensemble(structs, targets, (train_idx, val_idx, test_idx), p.model, cfg,
                                 seed=p.seed, device=ctx.device, pretrained=pretrained,
@@ -79,7 +79,7 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         outputs = {"split": str(out_dir / SPLIT_FILE)}
         for k, member in enumerate(ens.members):
             path = out_dir / f"member_{k}.pt"
-            save_checkpoint(member.checkpoint_dict, path)
+            save_checkpoint(member.checkpoint, path)
             outputs[f"member_{k}"] = str(path)
         preds_path = out_dir / "test_predictions.csv"
         with atomic_path(preds_path) as tmp:

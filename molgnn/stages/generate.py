@@ -15,16 +15,8 @@ SAMPLES_FILE = "samples.csv"
 CHECKPOINT_FILE = "generator.pt"
 
 
-def training_smiles(molecules_path: Path, max_heavy_atoms: int) -> list[str]:
-    from rdkit import Chem
-
-    smiles = pd.read_parquet(molecules_path, columns=[schema.SMILES])[schema.SMILES].tolist()
-    keep = []
-    for s in smiles:
-        m = Chem.MolFromSmiles(s)
-        if m is not None and m.GetNumHeavyAtoms() <= max_heavy_atoms:
-            keep.append(s)
-    return keep
+def training_smiles(molecules_path: Path) -> list[str]:
+    return pd.read_parquet(molecules_path, columns=[schema.SMILES])[schema.SMILES].tolist()
 
 
 def write_samples(sample, kind: str, path: Path) -> pd.DataFrame:
@@ -55,8 +47,12 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
                     p.seed, Path(molecules_path))
 
     def compute(run) -> StageResult:
-        smiles = training_smiles(molecules_path, g.max_heavy_atoms)
-        trained = train_generator_from_config(kind, smiles, model_cfg, seed=p.seed, device=ctx.device)
+        smiles = training_smiles(molecules_path)
+        # Molecules the generator cannot represent (too many heavy atoms, radicals) are recorded.
+        trained = train_generator_from_config(kind, smiles, model_cfg, seed=p.seed, device=ctx.device,
+                                              max_nodes=g.max_heavy_atoms)
+        with atomic_path(out_dir / "training_rejects.csv") as tmp:
+            pd.DataFrame(trained.rejects, columns=[schema.SMILES, "reason"]).to_csv(tmp, index=False)
         if run is not None:
             for h in trained.history:
                 run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h.get("epoch"))
@@ -76,10 +72,10 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
         return StageResult(stage=f"generate-{kind}", key=key, out_dir=str(out_dir),
                            outputs={"checkpoint": str(out_dir / CHECKPOINT_FILE),
                                     "samples": str(out_dir / SAMPLES_FILE),
-                                    "history": str(out_dir / "history.json")},
+                                    "history": str(out_dir / "history.json"),
+                                    "training_rejects": str(out_dir / "training_rejects.csv")},
                            metrics=metrics,
-                           info={"generator": kind, "device": ctx.device,
-                                 "training_rejects": [list(r) for r in trained.rejects[:100]]})
+                           info={"generator": kind, "device": ctx.device})
 
     def log(run, result: StageResult) -> None:
         from molgnn.report.plots import learning_curve, molecule_grid
@@ -92,6 +88,7 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
         if grid is not None:
             run.log_artifact(grid)
         run.log_artifact(result.path("samples"))
+        run.log_artifact(result.path("training_rejects"))
         run.log_artifact(result.path("checkpoint"), "model")
         run.log_dict({"generator": kind, **dataclasses.asdict(model_cfg)}, "model_config.json")
 

@@ -28,7 +28,7 @@ def run_pretrain(ctx: RunContext, structures_path: Path) -> StageResult:
             structures = structures.sample(p.pretrain.max_molecules, random_state=p.seed)
         log_fn = (lambda metrics, step: run.log_metrics(metrics, step)) if run is not None else None
         res = pretrain(structures, p.model, p.pretrain, seed=p.seed, device=ctx.device, log_fn=log_fn)
-        save_checkpoint(res.checkpoint_dict, out_dir / CHECKPOINT_FILE)
+        save_checkpoint(res.checkpoint, out_dir / CHECKPOINT_FILE)
         with atomic_path(out_dir / "history.json") as tmp:
             tmp.write_text(json.dumps(res.history, indent=2))
         last = res.history[-1] if res.history else {}

@@ -18,7 +18,7 @@ def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Pa
                provenance: dict[str, str]) -> StageResult:
     """``provenance``: ``data_md5``, ``property_model_run``, and ``generator_run.<kind>`` entries."""
     from molgnn.screen.screening import screen_file
-    from molgnn.train.checkpoints import load_checkpoint_dict
+    from molgnn.train.checkpoints import load_checkpoint
 
     p = ctx.params
     out = ctx.resolve(p.screen.out)
@@ -35,7 +35,7 @@ def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Pa
         extra["generator_run"] = extra["generator"].map(lambda g: provenance.get(f"generator_run.{g}", ""))
         extra["data_md5"] = provenance.get("data_md5", "")
         extra["property_model_run"] = provenance.get("property_model_run", "")
-        res = screen_file([str(candidates_path)], out, [load_checkpoint_dict(c) for c in checkpoint_paths],
+        res = screen_file([str(candidates_path)], out, [load_checkpoint(c) for c in checkpoint_paths],
                           rank_by=p.screen.rank_by, descending=p.screen.descending, smiles_column=schema.SMILES,
                           seed=p.seed, timeout_s=p.featurize.conformers.timeout_s,
                           max_iterations=p.featurize.conformers.max_iterations,

@@ -1,0 +1,215 @@
+"""Atomistic (3D) datasets and schnetpack-style batches.
+
+The dataset keeps every molecule in a handful of flat tensors (atomic numbers, positions, per-molecule
+offsets ``ptr`` and an optional target matrix) rather than one Python dict per molecule, so all of QM9
+fits in a few tens of MB and a batch is gathered with tensor indexing only. Batches are dicts keyed by
+``schnetpack.properties`` names; the neighbor list is built on the target device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import schnetpack.properties as props
+import torch
+
+from molgnn.data import schema
+from molgnn.models.neighbors import add_neighbors
+
+MAX_ATOMIC_NUMBER = 99  # PaiNN's default embedding has 100 rows; row 0 is the MASK token
+
+
+class StructureTableError(ValueError):
+    """A structures or targets table cannot be turned into an atomistic dataset."""
+
+
+def _describe(mol_ids: np.ndarray, rows: np.ndarray, limit: int = 5) -> str:
+    shown = ", ".join(f"row {int(r)} (mol_id={mol_ids[r]!r})" for r in rows[:limit])
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return shown + more
+
+
+def _list_column(df: pd.DataFrame, column: str, mol_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(flat values, per-row lengths) of a list column, vectorised through pyarrow."""
+    try:
+        arr = pa.array(df[column].to_numpy(dtype=object), from_pandas=False)  # keep NaN as NaN
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise StructureTableError(f"structures column {column!r} is not a list of numbers: {exc}") from exc
+    if not pa.types.is_list(arr.type) and not pa.types.is_large_list(arr.type):
+        raise StructureTableError(f"structures column {column!r} must hold lists, got {arr.type}")
+    nulls = np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))
+    if len(nulls):
+        raise StructureTableError(f"structures column {column!r} is null at {_describe(mol_ids, nulls)}")
+    lengths = arr.value_lengths().to_numpy(zero_copy_only=False).astype(np.int64)
+    values = arr.flatten()
+    if values.null_count:
+        raise StructureTableError(f"structures column {column!r} contains null entries inside lists")
+    if not (pa.types.is_integer(values.type) or pa.types.is_floating(values.type)):
+        raise StructureTableError(f"structures column {column!r} must hold numbers, got {values.type}")
+    return values.to_numpy(zero_copy_only=False), lengths
+
+
+@dataclass
+class AtomisticDataset:
+    """All molecules of a structures table as flat tensors.
+
+    ``z[ptr[m]:ptr[m+1]]`` and ``positions[ptr[m]:ptr[m+1]]`` are molecule ``m``'s atoms; ``targets``
+    is ``[n_molecules, n_targets]`` with NaN for a missing label.
+    """
+
+    mol_ids: np.ndarray                 # [M] str
+    z: torch.Tensor                     # [N] uint8 (atomic numbers 1..99)
+    positions: torch.Tensor             # [N, 3] Angstrom
+    ptr: torch.Tensor                   # [M + 1] int64
+    targets: torch.Tensor | None = None  # [M, T] float64
+    target_names: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.ptr.numel() - 1)
+
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        return self.ptr[1:] - self.ptr[:-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.positions.device
+
+    def to(self, device: str | torch.device) -> "AtomisticDataset":
+        """The same dataset on ``device`` (holding all of QM9 on a GPU avoids per-batch copies)."""
+        move = (lambda t: None if t is None else t.to(device))
+        return AtomisticDataset(self.mol_ids, move(self.z), move(self.positions), move(self.ptr),
+                                move(self.targets), list(self.target_names))
+
+    @classmethod
+    def from_frames(cls, structures: pd.DataFrame, targets: pd.DataFrame | None = None,
+                    target_columns: Sequence[str] | None = None, *,
+                    dtype: torch.dtype = torch.float32) -> "AtomisticDataset":
+        """Validate and pack a structures table (and optionally targets joined on ``mol_id``).
+
+        Molecules absent from ``targets`` get NaN labels (masked by training). Raises
+        ``StructureTableError`` naming the offending rows for anything malformed.
+        """
+        missing = {schema.MOL_ID, schema.ATOMIC_NUMBERS, schema.POSITIONS} - set(structures.columns)
+        if missing:
+            raise StructureTableError(f"structures table lacks column(s) {sorted(missing)}")
+        mol_ids = structures[schema.MOL_ID].astype(str).to_numpy()
+        if len(mol_ids) == 0:
+            y, names = _target_matrix(targets, mol_ids, target_columns) if targets is not None else (None, [])
+            return cls(mol_ids, torch.zeros(0, dtype=torch.uint8), torch.zeros(0, 3, dtype=dtype),
+                       torch.zeros(1, dtype=torch.long), y, names)
+        dup = pd.Index(mol_ids).duplicated()
+        if dup.any():
+            raise StructureTableError(f"duplicate mol_id in structures at {_describe(mol_ids, np.flatnonzero(dup))}")
+
+        z_flat, n_z = _list_column(structures, schema.ATOMIC_NUMBERS, mol_ids)
+        r_flat, n_r = _list_column(structures, schema.POSITIONS, mol_ids)
+        empty = np.flatnonzero(n_z == 0)
+        if len(empty):
+            raise StructureTableError(f"molecule without atoms at {_describe(mol_ids, empty)}")
+        bad_len = np.flatnonzero(n_r != 3 * n_z)
+        if len(bad_len):
+            raise StructureTableError(
+                f"positions must hold 3 numbers per atom; mismatch at {_describe(mol_ids, bad_len)}")
+        ptr = np.zeros(len(mol_ids) + 1, dtype=np.int64)
+        np.cumsum(n_z, out=ptr[1:])
+        atom_row = np.repeat(np.arange(len(mol_ids)), n_z)
+
+        bad_z = (z_flat != np.round(z_flat)) | (z_flat < 1) | (z_flat > MAX_ATOMIC_NUMBER)
+        if bad_z.any():
+            rows = np.unique(atom_row[bad_z])
+            raise StructureTableError(
+                f"atomic numbers must be integers in 1..{MAX_ATOMIC_NUMBER}; bad at {_describe(mol_ids, rows)}")
+        r_flat = r_flat.astype(np.float64).reshape(-1, 3)
+        bad_r = ~np.isfinite(r_flat).all(axis=1)
+        if bad_r.any():
+            rows = np.unique(atom_row[bad_r])
+            raise StructureTableError(f"non-finite positions at {_describe(mol_ids, rows)}")
+
+        y, names = None, []
+        if targets is not None:
+            y, names = _target_matrix(targets, mol_ids, target_columns)
+        return cls(mol_ids=mol_ids, z=torch.from_numpy(z_flat.astype(np.uint8)),
+                   positions=torch.from_numpy(r_flat).to(dtype), ptr=torch.from_numpy(ptr),
+                   targets=y, target_names=names)
+
+
+def _target_matrix(targets: pd.DataFrame, mol_ids: np.ndarray,
+                   columns: Sequence[str] | None) -> tuple[torch.Tensor, list[str]]:
+    if schema.MOL_ID not in targets.columns:
+        raise StructureTableError("targets table lacks the mol_id column")
+    names = list(columns) if columns is not None else [c for c in targets.columns if c != schema.MOL_ID]
+    missing = [c for c in names if c not in targets.columns]
+    if missing:
+        raise StructureTableError(f"targets table lacks target column(s) {missing}")
+    if not names:
+        raise StructureTableError("no target columns given")
+    t_ids = targets[schema.MOL_ID].astype(str)
+    if t_ids.duplicated().any():
+        raise StructureTableError(f"duplicate mol_id in targets: {sorted(set(t_ids[t_ids.duplicated()]))[:5]}")
+    table = targets.assign(**{schema.MOL_ID: t_ids}).set_index(schema.MOL_ID)[names]
+    for c in names:
+        if not pd.api.types.is_numeric_dtype(table[c]):
+            raise StructureTableError(f"target column {c!r} is not numeric (dtype {table[c].dtype})")
+    values = table.reindex(mol_ids).to_numpy(dtype=np.float64)
+    if np.isinf(values).any():
+        r, c = np.argwhere(np.isinf(values))[0]
+        raise StructureTableError(f"infinite target {names[c]!r} for mol_id={mol_ids[r]!r}")
+    return torch.from_numpy(np.array(values, dtype=np.float64, copy=True)), names
+
+
+def gather_atoms(ptr: torch.Tensor, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(dataset atom positions, batch molecule of each atom, atoms per molecule) for molecules ``idx``."""
+    starts = ptr[idx]
+    n = ptr[idx + 1] - starts
+    idx_m = torch.repeat_interleave(torch.arange(idx.numel(), device=idx.device), n)
+    first = torch.cumsum(n, 0) - n
+    atom = starts[idx_m] + torch.arange(idx_m.numel(), device=idx.device) - first[idx_m]
+    return atom, idx_m, n
+
+
+def make_batch(dataset: AtomisticDataset, indices: Sequence[int] | torch.Tensor, *, cutoff: float,
+               device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Gather molecules ``indices`` into one schnetpack-style input dict on ``device``.
+
+    Keys: Z, R, idx_m, n_atoms, idx (dataset positions of the molecules), idx_i, idx_j, Rij, offsets,
+    and one ``[B]`` tensor per target name (NaN = missing label).
+    """
+    idx = torch.as_tensor(indices, dtype=torch.long, device=dataset.device)
+    if idx.numel() == 0:
+        raise ValueError("cannot build a batch from zero molecules")
+    atom, idx_m, n = gather_atoms(dataset.ptr, idx)
+    batch = {
+        props.idx: idx,
+        props.Z: dataset.z[atom].long(),
+        props.R: dataset.positions[atom],
+        props.idx_m: idx_m,
+        props.n_atoms: n,
+    }
+    if dataset.targets is not None:
+        y = dataset.targets[idx]
+        for k, name in enumerate(dataset.target_names):
+            batch[name] = y[:, k]
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return add_neighbors(batch, cutoff)
+
+
+def iterate_batches(dataset: AtomisticDataset, indices: Sequence[int] | np.ndarray | torch.Tensor, *,
+                    batch_size: int, cutoff: float, shuffle: bool = False,
+                    generator: torch.Generator | None = None, device: str | torch.device = "cpu",
+                    drop_last: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches over a subset of molecules; shuffled with a CPU ``generator`` so the order is the same
+    on every device for a given seed."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+    if idx.numel() and (idx.min() < 0 or idx.max() >= len(dataset)):
+        raise IndexError(f"molecule indices must be in [0, {len(dataset)}), got {int(idx.min())}..{int(idx.max())}")
+    if shuffle:
+        idx = idx[torch.randperm(idx.numel(), generator=generator)]
+    stop = idx.numel() - (idx.numel() % batch_size if drop_last else 0)
+    for start in range(0, stop, batch_size):
+        yield make_batch(dataset, idx[start:start + batch_size], cutoff=cutoff, device=device)

@@ -1,0 +1,1 @@
+"""Screening: ensemble prediction with fine-tuned property models and ranking of candidates."""

@@ -1,0 +1,1 @@
+"""Training loops (pretraining, fine-tuning, ensembles) and checkpoints of the 3D property model."""

@@ -1,0 +1,113 @@
+"""Self-supervised pretraining of the PaiNN encoder (coordinate denoising + masked atom types)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import schnetpack.properties as props
+import torch
+
+from molgnn.config import ModelConfig, PretrainConfig
+from molgnn.featurize.atomistic import AtomisticDataset, iterate_batches
+from molgnn.models.pretraining import PretrainingModel, pretraining_loss
+from molgnn.train.checkpoints import checkpoint_from_model
+
+LogFn = Callable[[dict[str, float], int], None]
+
+
+class TrainingDivergedError(FloatingPointError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class PretrainResult:
+    checkpoint: dict[str, Any]
+    history: list[dict[str, float]]
+
+
+def as_dataset(structures: pd.DataFrame | AtomisticDataset, **kwargs: Any) -> AtomisticDataset:
+    return structures if isinstance(structures, AtomisticDataset) else AtomisticDataset.from_frames(structures, **kwargs)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work so wall-clock timings are honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, *,
+             seed: int, device: str | torch.device = "cpu", log_fn: LogFn | None = None,
+             weight_decay: float = 0.0, grad_clip: float | None = 10.0) -> PretrainResult:
+    """Pretrain a PaiNN encoder on unlabeled structures.
+
+    ``pretrain_cfg.max_molecules`` keeps a seeded random subset. Per-epoch metrics are averaged over
+    molecules (loss), atoms (denoising) or masked atoms (mask loss/accuracy) and passed to
+    ``log_fn(metrics, epoch)``. Returns the final weights as a "pretrain" checkpoint.
+    """
+    device = torch.device(device)
+    dataset = as_dataset(structures).to(device)  # whole table on the device: batches gather there
+    n = len(dataset)
+    if n == 0:
+        raise ValueError("pretraining needs at least one structure")
+    indices = np.arange(n)
+    if pretrain_cfg.max_molecules is not None and pretrain_cfg.max_molecules < n:
+        if pretrain_cfg.max_molecules < 1:
+            raise ValueError(f"pretrain.max_molecules must be positive, got {pretrain_cfg.max_molecules}")
+        indices = np.sort(np.random.default_rng(seed).choice(n, pretrain_cfg.max_molecules, replace=False))
+    elements = torch.unique(dataset.z).tolist()
+
+    torch.manual_seed(seed)
+    model = PretrainingModel(model_cfg, elements).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=pretrain_cfg.lr, weight_decay=weight_decay)
+    order_gen = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(device=device).manual_seed(seed)
+    history: list[dict[str, float]] = []
+
+    model.train()
+    for epoch in range(1, pretrain_cfg.epochs + 1):
+        sync(device)
+        start = time.perf_counter()
+        sums = dict(loss=0.0, denoise=0.0, mask=0.0, correct=0.0)
+        n_mol = n_atoms = n_masked = 0
+        for step, batch in enumerate(iterate_batches(dataset, indices, batch_size=pretrain_cfg.batch_size,
+                                                     cutoff=model.cutoff, shuffle=True, generator=order_gen,
+                                                     device=device)):
+            out = pretraining_loss(model, batch, noise_std=pretrain_cfg.noise_std, mask_rate=pretrain_cfg.mask_rate,
+                                   denoise_weight=pretrain_cfg.denoise_weight, mask_weight=pretrain_cfg.mask_weight,
+                                   generator=noise_gen)
+            loss = float(out.loss.detach())
+            if not math.isfinite(loss):
+                raise TrainingDivergedError(f"pretraining loss is {loss} at epoch {epoch}, batch {step}")
+            optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            b, a = batch[props.n_atoms].numel(), batch[props.Z].numel()
+            sums["loss"] += loss * b
+            sums["denoise"] += float(out.denoise_loss) * a
+            sums["mask"] += float(out.mask_loss) * out.n_masked
+            sums["correct"] += float(out.mask_accuracy) * out.n_masked
+            n_mol, n_atoms, n_masked = n_mol + b, n_atoms + a, n_masked + out.n_masked
+        sync(device)
+        seconds = time.perf_counter() - start
+        metrics = {
+            "loss": sums["loss"] / n_mol,
+            "denoise_loss": sums["denoise"] / n_atoms,
+            "mask_loss": sums["mask"] / n_masked if n_masked else float("nan"),
+            "mask_accuracy": sums["correct"] / n_masked if n_masked else float("nan"),
+            "seconds": seconds,
+            "molecules_per_second": n_mol / seconds if seconds > 0 else float("nan"),
+        }
+        history.append({"epoch": epoch, **metrics})
+        if log_fn is not None:
+            log_fn({f"pretrain/{k}": v for k, v in metrics.items()}, epoch)
+
+    ckpt = checkpoint_from_model(model, seed=seed, pretrain_config=dataclasses.asdict(pretrain_cfg),
+                                 n_molecules=int(len(indices)), history=history)
+    return PretrainResult(ckpt, history)

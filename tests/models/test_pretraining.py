@@ -1,0 +1,105 @@
+"""Self-supervised objectives and the pretraining loop."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from molgnn.config import ModelConfig, PretrainConfig
+from molgnn.featurize.atomistic import AtomisticDataset, make_batch
+from molgnn.models.painn_encoder import MASK_TOKEN
+from molgnn.models.pretraining import PretrainingModel, corrupt, pretraining_loss
+from molgnn.train.checkpoints import model_from_checkpoint
+from molgnn.train.pretrain import pretrain
+
+CFG = ModelConfig(n_atom_basis=16, n_interactions=2, n_rbf=10, cutoff=4.0)
+SMILES = ("CCO", "c1ccncc1", "NCC(=O)O", "CC#N", "OCC(F)F", "CCOC")
+
+
+def _structures(smiles=SMILES) -> pd.DataFrame:
+    rows = []
+    for k, smi in enumerate(smiles):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        assert AllChem.EmbedMolecule(mol, randomSeed=k) == 0
+        rows.append({"mol_id": smi, "atomic_numbers": [a.GetAtomicNum() for a in mol.GetAtoms()],
+                     "positions": mol.GetConformer().GetPositions().ravel().tolist()})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def data():
+    torch.set_num_threads(1)
+    df = _structures()
+    ds = AtomisticDataset.from_frames(df)
+    return df, ds, make_batch(ds, range(len(ds)), cutoff=CFG.cutoff)
+
+
+def test_corruption(data):
+    _, _, batch = data
+    original = {k: v.clone() for k, v in batch.items()}
+    c = corrupt(batch, noise_std=0.1, mask_rate=0.15, cutoff=CFG.cutoff, generator=torch.Generator().manual_seed(0))
+    for k, v in original.items():  # the input batch is left untouched
+        assert torch.equal(batch[k], v)
+    idx_m, n_mol = batch["_idx_m"], batch["_n_atoms"].numel()
+    per_mol_mean = torch.zeros(n_mol, 3).index_add_(0, idx_m, c.noise)
+    assert per_mol_mean.abs().max() < 1e-5  # zero-mean noise: a common shift is unlearnable
+    assert 0.05 < float(c.noise.std()) < 0.15
+    torch.testing.assert_close(c.batch["_positions"], batch["_positions"] + c.noise)
+    assert torch.all(torch.zeros(n_mol, dtype=torch.long).index_add_(0, idx_m, c.mask.long()) >= 1)
+    assert torch.all(c.batch["_atomic_numbers"][c.mask] == MASK_TOKEN)
+    assert torch.equal(c.batch["_atomic_numbers"][~c.mask], batch["_atomic_numbers"][~c.mask])
+    assert torch.equal(c.batch["_Rij"], c.batch["_positions"][c.batch["_idx_j"]] - c.batch["_positions"][c.batch["_idx_i"]])
+
+
+def test_overfits_one_fixed_corruption(data):
+    """Same corruption every step: both heads can memorise it, so the loss must collapse."""
+    _, ds, batch = data
+    torch.manual_seed(0)
+    model = PretrainingModel(CFG, torch.unique(ds.z).tolist())
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+
+    def step():
+        out = pretraining_loss(model, batch, noise_std=0.1, mask_rate=0.3, generator=torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        return out
+
+    first = step()
+    for _ in range(150):
+        last = step()
+    assert float(last.loss.detach()) < float(first.loss.detach()) / 20
+    assert float(last.mask_accuracy) == 1.0 and float(last.denoise_loss) < float(first.denoise_loss) / 10
+
+
+def test_loss_rejects_bad_settings_and_unknown_elements(data):
+    _, _, batch = data
+    model = PretrainingModel(CFG, [1, 6])  # no N, O, F classes
+    with pytest.raises(ValueError, match="noise_std > 0"):
+        pretraining_loss(model, batch, noise_std=0.0, mask_rate=0.15)
+    with pytest.raises(ValueError, match="mask_rate"):
+        pretraining_loss(model, batch, noise_std=0.1, mask_rate=0.0)
+    with pytest.raises(ValueError, match="not in the pretraining vocabulary"):
+        pretraining_loss(model, batch, noise_std=0.1, mask_rate=1.0)
+
+
+def test_pretrain_is_deterministic_and_reports_history(data):
+    df, _, _ = data
+    cfg = PretrainConfig(epochs=2, batch_size=4, lr=1e-3, max_molecules=5)
+    logged = []
+    a = pretrain(df, CFG, cfg, seed=3, log_fn=lambda m, s: logged.append((s, m)))
+    b = pretrain(df, CFG, cfg, seed=3)
+    c = pretrain(df, CFG, cfg, seed=4)
+    for k, v in a.checkpoint["state_dict"].items():
+        assert torch.equal(v, b.checkpoint["state_dict"][k])
+    assert any(not torch.equal(v, c.checkpoint["state_dict"][k]) for k, v in a.checkpoint["state_dict"].items())
+    assert [h["epoch"] for h in a.history] == [1, 2]
+    assert set(a.history[0]) == {"epoch", "loss", "denoise_loss", "mask_loss", "mask_accuracy", "seconds",
+                                 "molecules_per_second"}
+    assert [s for s, _ in logged] == [1, 2] and "pretrain/mask_accuracy" in logged[0][1]
+    assert a.checkpoint["kind"] == "pretrain" and a.checkpoint["n_molecules"] == 5
+    assert a.checkpoint["element_vocab"] == [1, 6, 7, 8, 9]
+    rebuilt = model_from_checkpoint(a.checkpoint)
+    assert isinstance(rebuilt, PretrainingModel) and rebuilt.elements == [1, 6, 7, 8, 9]
