@@ -46,7 +46,7 @@ class FeaturizeConfig:
 
 @dataclass
 class ModelConfig:
-    n_atom_basis: int = 64
+    n_atom_basis: int = 32
     n_interactions: int = 3
     n_rbf: int = 20
     cutoff: float = 5.0
@@ -55,7 +55,7 @@ class ModelConfig:
 @dataclass
 class PretrainConfig:
     enabled: bool = True
-    epochs: int = 3
+    epochs: int = 2
     batch_size: int = 32
     lr: float = 5e-4
     noise_std: float = 0.05
@@ -71,7 +71,7 @@ class FinetuneConfig:
     init: str = "pretrained"
     split: str = "scaffold"
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    epochs: int = 15
+    epochs: int = 10
     batch_size: int = 32
     lr: float = 5e-4
     ensemble_size: int = 3

@@ -21,3 +21,27 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# A pipeline small enough for the 2-core test machine: every stage runs, nothing is tuned.
+TINY_PARAMS = {
+    "seed": 0,
+    "device": "cpu",
+    "data": {"sources": ["qm9-sample"], "limit": 60},
+    "featurize": {"workers": 1, "conformers": {"timeout_s": 5}},
+    "model": {"n_atom_basis": 16, "n_interactions": 1, "n_rbf": 8, "cutoff": 4.0},
+    "pretrain": {"epochs": 1, "batch_size": 16},
+    "finetune": {"targets": ["gap", "homo"], "epochs": 2, "batch_size": 16, "ensemble_size": 2,
+                 "split": "scaffold"},
+    "generate": {"vae": {"epochs": 40, "hidden_dim": 32, "latent_dim": 8},
+                 "diffusion": {"epochs": 40, "timesteps": 10, "hidden_dim": 16, "n_layers": 1},
+                 "n_samples": 16},
+    "screen": {"rank_by": "gap"},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_params() -> dict:
+    import copy
+
+    return copy.deepcopy(TINY_PARAMS)

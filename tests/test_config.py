@@ -38,3 +38,8 @@ def test_missing_or_broken_file(tmp_path):
     bad.write_text("data: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_dataclass_defaults_match_the_shipped_params_yaml():
+    """A knob missing from a user's params.yaml behaves as in the shipped one."""
+    assert from_dict({}).to_dict() == load_params(REPO / "params.yaml").to_dict()

@@ -14,30 +14,16 @@ import pandas as pd
 import pytest
 import yaml
 
-TINY_PARAMS = {
-    "seed": 0,
-    "device": "cpu",
-    "data": {"sources": ["qm9-sample"], "limit": 60},
-    "featurize": {"workers": 1, "conformers": {"timeout_s": 5}},
-    "model": {"n_atom_basis": 16, "n_interactions": 1, "n_rbf": 8, "cutoff": 4.0},
-    "pretrain": {"epochs": 1, "batch_size": 16},
-    "finetune": {"targets": ["gap", "homo"], "epochs": 2, "batch_size": 16, "ensemble_size": 2,
-                 "split": "scaffold"},
-    "generate": {"vae": {"epochs": 40, "hidden_dim": 32, "latent_dim": 8},
-                 "diffusion": {"epochs": 40, "timesteps": 10, "hidden_dim": 16, "n_layers": 1},
-                 "n_samples": 16},
-    "screen": {"rank_by": "gap"},
-}
 STAGES = ["ingest", "featurize", "pretrain", "finetune", "generate-vae", "generate-diffusion", "filter", "screen"]
 
 
 @pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, prefect_harness):
+def pipeline_run(tmp_path_factory, prefect_harness, tiny_params):
     from flows.pipeline import pipeline
 
     root = tmp_path_factory.mktemp("pipeline")
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(TINY_PARAMS))
+    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     first = pipeline(params_path=str(root / "params.yaml"))
     second = pipeline(params_path=str(root / "params.yaml"))
     return root, first, second
@@ -63,7 +49,7 @@ def test_ingest_accounts_for_every_row(pipeline_run):
     assert units["gap"] == "eV"
 
 
-def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipeline_run):
+def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipeline_run, tiny_params):
     root, first, _ = pipeline_run
     ft = first["stages"]["finetune"]["metrics"]
     assert 0 < ft["test_mae_gap"] < 5, "gap MAE in eV on the QM9 scale"
@@ -78,7 +64,7 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
         assert preds["gap_mean"].is_monotonic_decreasing
         assert preds["rank"].tolist() == list(range(1, len(preds) + 1))
     f = first["stages"]["filter"]["metrics"]
-    assert f["n_samples"] == 2 * TINY_PARAMS["generate"]["n_samples"]
+    assert f["n_samples"] == 2 * tiny_params["generate"]["n_samples"]
 
 
 def test_tracking_nests_stages_and_tags_provenance(pipeline_run):
