@@ -71,7 +71,7 @@ class FinetuneConfig:
     init: str = "pretrained"
     split: str = "scaffold"
     fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 32
     lr: float = 5e-4
     ensemble_size: int = 3
@@ -90,7 +90,7 @@ class FinetuneConfig:
 
 @dataclass
 class VAEConfig:
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 1e-3
     latent_dim: int = 32
@@ -99,7 +99,7 @@ class VAEConfig:
 
 @dataclass
 class DiffusionConfig:
-    epochs: int = 40
+    epochs: int = 20
     batch_size: int = 64
     lr: float = 5e-4
     timesteps: int = 100

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from molgnn.chem.stereo import stereo_counts
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
 
@@ -65,6 +66,10 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
                        schema.RAW]].merge(preds, on=schema.MOL_ID, how="inner")
     if extra_columns is not None and len(table):
         table = table.merge(extra_columns, on=[schema.SOURCE, schema.ROW], how="left")
+    # E(3)-invariant models give enantiomers identical predictions: say where that applies.
+    counts = [stereo_counts(smi) for smi in table[schema.SMILES]]
+    table["stereocenters"] = [c for c, _ in counts]
+    table["unassigned_stereocenters"] = [u for _, u in counts]
     score = f"{rank_by}_mean"
     if len(table) and score not in table.columns:
         raise ValueError(f"cannot rank by {rank_by!r}: the model predicts "
