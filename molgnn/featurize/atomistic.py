@@ -17,7 +17,7 @@ import schnetpack.properties as props
 import torch
 
 from molgnn.data import schema
-from molgnn.models.neighbors import add_neighbors
+from molgnn.models.neighbors import add_neighbors, pair_table
 
 MAX_ATOMIC_NUMBER = 99  # PaiNN's default embedding has 100 rows; row 0 is the MASK token
 
@@ -83,6 +83,21 @@ class AtomisticDataset:
         move = (lambda t: None if t is None else t.to(device))
         return AtomisticDataset(self.mol_ids, move(self.z), move(self.positions), move(self.ptr),
                                 move(self.targets), list(self.target_names))
+
+    @classmethod
+    def from_npz(cls, path: str, *, dtype: torch.dtype = torch.float32) -> "AtomisticDataset":
+        """A dataset packed as npz (``benchmarks/prepare_qm9.py``): ``Z`` [N] uint8, ``R`` [N, 3],
+        ``ptr`` [M + 1], optional ``y`` [M, T] with ``target_names`` [T], optional ``mol_ids`` [M]."""
+        with np.load(path, allow_pickle=False) as d:
+            ptr = torch.from_numpy(d["ptr"].astype(np.int64))
+            m = ptr.numel() - 1
+            mol_ids = d["mol_ids"].astype(str) if "mol_ids" in d else np.array([str(i) for i in range(m)])
+            y, names = None, []
+            if "y" in d:
+                y = torch.from_numpy(d["y"].astype(np.float64))
+                names = [str(t) for t in d["target_names"]]  # plain str: numpy str keys upset torch.compile
+            return cls(mol_ids, torch.from_numpy(d["Z"].astype(np.uint8)),
+                       torch.from_numpy(d["R"]).to(dtype).reshape(-1, 3), ptr, y, names)
 
     @classmethod
     def from_frames(cls, structures: pd.DataFrame, targets: pd.DataFrame | None = None,
@@ -213,3 +228,75 @@ def iterate_batches(dataset: AtomisticDataset, indices: Sequence[int] | np.ndarr
     stop = idx.numel() - (idx.numel() % batch_size if drop_last else 0)
     for start in range(0, stop, batch_size):
         yield make_batch(dataset, idx[start:start + batch_size], cutoff=cutoff, device=device)
+
+
+class DeviceBatcher:
+    """Training batches gathered on the dataset's device without a host synchronisation per batch.
+
+    The neighbor lists of all molecules are computed once (:func:`pair_table`; valid while positions
+    do not change, i.e. for fine-tuning) and the atom and pair counts are kept on the host, so each
+    batch is a fixed sequence of gathers with output sizes known in advance: the host never waits
+    for the device and can queue the next steps while the current one runs. A batch has the same
+    keys, molecules, atom order and pairs (same order) as :func:`make_batch` would give.
+    """
+
+    def __init__(self, dataset: AtomisticDataset, cutoff: float):
+        self.dataset = dataset
+        self.cutoff = float(cutoff)
+        self.device = dataset.device
+        self.pair_ptr, self.pair_local = pair_table(dataset.positions, dataset.ptr, self.cutoff)
+        self.n_atoms_dev = dataset.n_atoms
+        self.n_pairs_dev = self.pair_ptr[1:] - self.pair_ptr[:-1]
+        self.n_atoms_cpu = self.n_atoms_dev.cpu()
+        self.n_pairs_cpu = self.n_pairs_dev.cpu()
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.pair_local.shape[0])
+
+    def batches(self, indices: Sequence[int] | np.ndarray | torch.Tensor, batch_size: int, *,
+                drop_last: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of ``indices`` in the given order (shuffle them before calling)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        idx_cpu = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        if idx_cpu.numel() and (idx_cpu.min() < 0 or idx_cpu.max() >= len(self.dataset)):
+            raise IndexError(f"molecule indices must be in [0, {len(self.dataset)})")
+        if self.device.type == "cuda":
+            idx_dev = idx_cpu.pin_memory().to(self.device, non_blocking=True)
+        else:
+            idx_dev = idx_cpu.to(self.device)
+        cum_atoms = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(self.n_atoms_cpu[idx_cpu], 0)]).tolist()
+        cum_pairs = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(self.n_pairs_cpu[idx_cpu], 0)]).tolist()
+        n = idx_cpu.numel()
+        stop = n - (n % batch_size if drop_last else 0)
+        for s in range(0, stop, batch_size):
+            e = min(s + batch_size, n)
+            yield self.batch(idx_dev[s:e], cum_atoms[e] - cum_atoms[s], cum_pairs[e] - cum_pairs[s])
+
+    def batch(self, idx: torch.Tensor, n_atoms_total: int, n_pairs_total: int) -> dict[str, torch.Tensor]:
+        """One batch of dataset molecules ``idx`` (on the device) holding the given totals of atoms and pairs."""
+        ds = self.dataset
+        b = idx.numel()
+        ar = torch.arange(b, device=self.device)
+        n = self.n_atoms_dev[idx]
+        idx_m = torch.repeat_interleave(ar, n, output_size=n_atoms_total)
+        first = torch.cumsum(n, 0) - n
+        atom = ds.ptr[idx][idx_m] + torch.arange(n_atoms_total, device=self.device) - first[idx_m]
+        npair = self.n_pairs_dev[idx]
+        pm = torch.repeat_interleave(ar, npair, output_size=n_pairs_total)
+        pair = (self.pair_ptr[idx] - (torch.cumsum(npair, 0) - npair))[pm] + torch.arange(n_pairs_total, device=self.device)
+        local = self.pair_local[pair].long()
+        base = first[pm]
+        idx_i, idx_j = base + local[:, 0], base + local[:, 1]
+        R = ds.positions[atom]
+        batch = {
+            props.idx: idx, props.Z: ds.z[atom].long(), props.R: R, props.idx_m: idx_m, props.n_atoms: n,
+            props.idx_i: idx_i, props.idx_j: idx_j, props.Rij: R[idx_j] - R[idx_i],
+            props.offsets: torch.zeros(n_pairs_total, 3, dtype=R.dtype, device=self.device),
+        }
+        if ds.targets is not None:
+            y = ds.targets[idx]
+            for k, name in enumerate(ds.target_names):
+                batch[name] = y[:, k]
+        return batch

@@ -67,3 +67,41 @@ def add_neighbors(batch: dict[str, torch.Tensor], cutoff: float) -> dict[str, to
     out[props.Rij] = pair_vectors(R, idx_i, idx_j)
     out[props.offsets] = torch.zeros(idx_i.numel(), 3, dtype=R.dtype, device=R.device)
     return out
+
+
+def pair_table(R: torch.Tensor, ptr: torch.Tensor, cutoff: float, *, chunk_atoms: int = 1 << 20,
+               min_distance: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Neighbor lists of every molecule of a dataset, computed once: (pair_ptr ``[M + 1]`` int64,
+    local ``[P, 2]`` int16).
+
+    Molecule ``m``'s pairs are ``local[pair_ptr[m]:pair_ptr[m+1]]``, as atom positions *within* the
+    molecule, in :func:`neighbor_pairs` order (by i, then j). For fixed geometries (fine-tuning) a
+    batch then gathers its pairs with tensor indexing like its atoms, with no distance computation
+    and no host synchronisation per step. Runs on R's device, ``chunk_atoms`` atoms at a time.
+    """
+    ptr = ptr.to(device=R.device, dtype=torch.long)
+    n_mol = ptr.numel() - 1
+    n_atoms = ptr[1:] - ptr[:-1]
+    if n_mol and int(n_atoms.max()) > torch.iinfo(torch.int16).max:
+        raise ValueError("molecules of more than 32767 atoms do not fit the int16 pair table")
+    counts = torch.zeros(n_mol, dtype=torch.long, device=R.device)
+    locals_: list[torch.Tensor] = []
+    ptr_cpu = ptr.cpu()
+    m0 = 0
+    while m0 < n_mol:
+        # largest m1 with ptr[m1] - ptr[m0] <= chunk_atoms (at least one molecule)
+        m1 = int(torch.searchsorted(ptr_cpu, ptr_cpu[m0] + chunk_atoms, right=True)) - 1
+        m1 = min(max(m1, m0 + 1), n_mol)
+        a0, a1 = int(ptr_cpu[m0]), int(ptr_cpu[m1])
+        n = n_atoms[m0:m1]
+        idx_i, idx_j = neighbor_pairs(R[a0:a1], n, cutoff, min_distance)
+        mol = torch.repeat_interleave(torch.arange(m1 - m0, device=R.device), n)
+        first = (ptr[m0:m1] - a0)
+        pm = mol[idx_i]
+        counts[m0:m1] = torch.bincount(pm, minlength=m1 - m0)
+        locals_.append(torch.stack([idx_i - first[pm], idx_j - first[pm]], dim=1).to(torch.int16))
+        m0 = m1
+    pair_ptr = torch.zeros(n_mol + 1, dtype=torch.long, device=R.device)
+    torch.cumsum(counts, 0, out=pair_ptr[1:])
+    local = torch.cat(locals_) if locals_ else torch.zeros(0, 2, dtype=torch.int16, device=R.device)
+    return pair_ptr, local

@@ -6,10 +6,12 @@ score (mean over targets of MAE / std), keeping the best-validation weights.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -20,13 +22,15 @@ from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_
 
 from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.data import schema
-from molgnn.featurize.atomistic import AtomisticDataset, iterate_batches
+from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_batches
 from molgnn.models.property_model import (PropertyModel, element_counts, fit_atom_refs, predict_properties,
                                           target_statistics)
 from molgnn.train.checkpoints import checkpoint_from_model
 from molgnn.train.pretrain import LogFn, TrainingDivergedError, as_dataset, sync
+from molgnn.train.resume import Deadline, fingerprint, load_state, restore_rng, rng_state, save_state
 
-SCHEDULERS = ("plateau", "cosine")
+SCHEDULERS = ("plateau", "cosine", "cosine-time")
+AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class SplitError(ValueError):
@@ -40,6 +44,8 @@ class FinetuneResult:
     test_metrics: dict[str, dict[str, float]]   # {target: {mae, rmse, r2, n}} physical units
     val_metrics: dict[str, dict[str, float]]
     test_predictions: pd.DataFrame              # mol_id, target, y_true, y_pred
+    completed: bool = True                      # False: max_seconds ended first; resume from state_path
+    train_seconds: float = math.nan             # training wall-clock so far, resumed calls included
 
 
 @dataclass
@@ -100,13 +106,16 @@ def regression_metrics(y_true: torch.Tensor, y_pred: torch.Tensor) -> dict[str, 
             "r2": r2, "n": n}
 
 
-def masked_scaled_mse(pred: torch.Tensor, y: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Mean of ((pred - y) / scale)^2 over the entries whose label is not NaN (zero gradient elsewhere)."""
+def masked_scaled_mse(pred: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+    """Mean of ((pred - y) / scale)^2 over the entries whose label is not NaN (zero gradient elsewhere).
+
+    ``check=False`` skips the host-side test for a batch without labels (a device sync); such a
+    batch then gives a zero loss instead of an error."""
     valid = ~torch.isnan(y)
-    if not bool(valid.any()):
+    if check and not bool(valid.any()):
         raise ValueError("batch has no labelled entries")
     residual = (pred - torch.where(valid, y, pred.detach())) / scale
-    return residual.pow(2).sum() / valid.sum()
+    return residual.pow(2).sum() / valid.sum().clamp_min(1)
 
 
 def _labels(dataset: AtomisticDataset, targets: Sequence[str]) -> torch.Tensor:
@@ -134,7 +143,12 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
              scheduler: str = "plateau", weight_decay: float = 1e-2, lr_patience: int | None = None,
              aggregation: Mapping[str, str] | None = None, head_hidden: int | None = None,
              head_layers: int = 2, eval_batch_size: int = 256, grad_clip: float | None = 10.0,
-             atom_refs: bool = True) -> FinetuneResult:
+             atom_refs: bool = True, amp: str | None = None, compile_model: bool = False,
+             device_batches: bool = False, check_every: int = 1, eval_every: int = 1,
+             eval_test: bool = False, fused_optimizer: bool | None = None,
+             state_path: str | Path | None = None, max_seconds: float | None = None,
+             time_budget_s: float | None = None, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
+             dist_check_every: int = 25) -> FinetuneResult:
     """Train a PropertyModel on ``finetune_cfg.targets``; ``pretrained`` (a pretrain checkpoint) seeds
     the encoder, None trains from scratch.
 
@@ -142,11 +156,51 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     loss scale is then the std of what remains). ``structures`` may be an AtomisticDataset that
     already carries the targets (then ``targets_df`` must be None). ``split`` indexes the structures
     (positions or mol_ids); molecules of the train split without any label are skipped; test may be empty.
+
+    Fast path (GPU; every option defaults to the plain behaviour):
+
+    - ``device_batches``: neighbor lists computed once for the whole dataset and batches gathered on
+      the device with no host synchronisation (:class:`DeviceBatcher`); same batches as the default.
+    - ``check_every``: look at the loss on the host every N steps (1: every step, as before; 0: once
+      per epoch). Between checks the loop never waits for the device.
+    - ``amp``: ``"bf16"`` or ``"fp16"`` autocast of the forward pass (fp16 with a gradient scaler);
+      evaluation stays in float32.
+    - ``compile_model``: ``torch.compile(dynamic=True)`` of the training forward pass.
+    - ``fused_optimizer``: fused AdamW (default: on CUDA).
+    - ``eval_every``: validate every N epochs (and after the last); ``eval_test`` also records the
+      test MAE of the current weights in the history (a learning curve; never used for selection).
+
+    Time budgets and resuming:
+
+    - ``time_budget_s``: total training wall-clock (training steps + per-epoch evaluation, summed over
+      resumed calls); training ends when it is spent. With ``scheduler="cosine-time"`` the learning
+      rate follows a cosine from ``lr`` to ``lr * min_lr_ratio`` over this budget, after
+      ``warmup_steps`` of linear warm-up.
+    - ``state_path``: where the full training state (model, optimizer, scheduler, scaler, epoch and
+      step, RNGs, best-so-far weights, history, time spent) is saved; if it exists the run resumes
+      from it (same configuration required, else :class:`ResumeMismatchError`). Saved at the end of
+      every epoch, when ``max_seconds`` ends, and when training completes (a completed state makes
+      a rerun return at once).
+    - ``max_seconds``: wall-clock limit of *this call's* training loop; when it ends the state is
+      saved and the result (of the best weights so far) has ``completed=False``.
+
+    Distributed: when ``torch.distributed`` is initialised (see ``molgnn.train.ddp_finetune``) each
+    rank trains on its shard of every epoch's shuffled training set through DistributedDataParallel;
+    every rank evaluates the full validation set; only rank 0 writes the state file.
     """
     if scheduler not in SCHEDULERS:
         raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
+    if amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {list(AMP_DTYPES)}, got {amp!r}")
+    if scheduler == "cosine-time" and not time_budget_s:
+        raise ValueError("scheduler='cosine-time' needs time_budget_s")
+    if warmup_steps and scheduler != "cosine-time":
+        raise ValueError("warmup_steps is only supported with scheduler='cosine-time'")
+    if check_every < 0 or eval_every < 1:
+        raise ValueError(f"check_every must be >= 0 and eval_every >= 1, got {check_every}, {eval_every}")
     targets = list(finetune_cfg.targets)
     device = torch.device(device)
+    dist = _dist_info()
     dataset = _dataset_with_targets(structures, targets_df, targets).to(device)
     train_idx, val_idx, test_idx = resolve_split(split, dataset)
     labels = _labels(dataset, targets)
@@ -156,6 +210,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         raise SplitError("the train split has no labelled molecules")
     if not has_label[val_idx].any():
         raise SplitError("the validation split has no labelled molecules: early stopping needs some")
+    if dist.world > 1 and len(train_idx) < dist.world:
+        raise SplitError(f"{len(train_idx)} training molecules cannot be shared by {dist.world} ranks")
 
     torch.manual_seed(seed)
     model = PropertyModel(model_cfg, targets, aggregation=aggregation, head_hidden=head_hidden,
@@ -172,58 +228,194 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     model.to(device)
     scale = torch.tensor([_nanstd(y_train[:, k]) for k in range(len(targets))], dtype=torch.float32)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=finetune_cfg.lr, weight_decay=weight_decay)
+    fused = (device.type == "cuda") if fused_optimizer is None else fused_optimizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=finetune_cfg.lr, weight_decay=weight_decay,
+                                  **({"fused": True} if fused else {}))
     if scheduler == "plateau":
         sched: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=0.5, patience=lr_patience if lr_patience is not None else max(1, finetune_cfg.patience // 2))
-    else:
+    elif scheduler == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, finetune_cfg.epochs))
+    else:
+        sched = None  # cosine-time: set per step from the time spent
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     order_gen = torch.Generator().manual_seed(seed)
     scale_dev = scale.to(device)
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = math.inf, 0, _snapshot(model)
+    epoch, start_step, global_step, spent = 1, 0, 0, 0.0
+    running = {"loss_sum": 0.0, "n_mol": 0, "seconds": 0.0}
+    completed = False
 
-    for epoch in range(1, finetune_cfg.epochs + 1):
+    fp = None
+    if state_path is not None:
+        fp = fingerprint(kind="finetune", model=model.hparams, finetune=dataclasses.asdict(finetune_cfg), seed=seed,
+                         train=train_idx, val=val_idx, test=test_idx, scheduler=scheduler, weight_decay=weight_decay,
+                         lr_patience=lr_patience, grad_clip=grad_clip, atom_refs=atom_refs, amp=amp,
+                         time_budget_s=time_budget_s, warmup_steps=warmup_steps, min_lr_ratio=min_lr_ratio,
+                         world=dist.world, init="pretrained" if pretrained is not None else "scratch")
+        state = load_state(state_path, kind="finetune-state", fingerprint_=fp)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if sched is not None and state.get("scheduler") is not None:
+                sched.load_state_dict(state["scheduler"])
+            if scaler is not None and state.get("scaler") is not None:
+                scaler.load_state_dict(state["scaler"])
+            restore_rng(state, device)
+            order_gen.set_state(state["epoch_order_rng"])
+            best_score, best_epoch = float(state["best"]["score"]), int(state["best"]["epoch"])
+            best_state = {k: v.to(device) for k, v in state["best"]["state"].items()}
+            history = list(state["history"])
+            epoch, start_step = int(state["epoch"]), int(state["step"])
+            global_step, spent = int(state["global_step"]), float(state["train_seconds"])
+            running = dict(state["running"])
+            completed = bool(state["completed"])
+
+    train_model: torch.nn.Module = model
+    if dist.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(train_model, dynamic=True) if compile_model else train_model
+    batcher = DeviceBatcher(dataset, model.cutoff) if device_batches else None
+    autocast = (torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp]) if amp is not None
+                else contextlib.nullcontext())
+    deadline = Deadline(max_seconds)
+    loop_start = time.perf_counter()
+    base_lr = finetune_cfg.lr
+
+    def total_spent() -> float:
+        return spent + (time.perf_counter() - loop_start)
+
+    def save(done: bool, epoch_rng: torch.Tensor, at_epoch: int, at_step: int) -> None:
+        if state_path is None or dist.rank != 0:
+            return
+        save_state(state_path, {
+            "kind": "finetune-state", "fingerprint": fp, "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": at_epoch, "step": at_step,
+            "epoch_order_rng": epoch_rng, **rng_state(device),
+            "best": {"score": best_score, "epoch": best_epoch, "state": best_state},
+            "history": history, "train_seconds": total_spent(), "global_step": global_step,
+            "running": running, "completed": done})
+
+    def budget_spent() -> bool:
+        return time_budget_s is not None and total_spent() >= time_budget_s
+
+    stop_call = False  # this call's max_seconds ended
+    while not completed and epoch <= finetune_cfg.epochs:
+        epoch_rng = order_gen.get_state()  # the generator as this epoch began (restored from a state too)
+        perm = torch.as_tensor(train_idx)[torch.randperm(len(train_idx), generator=order_gen)].numpy()
+        if dist.world > 1:
+            usable = (len(perm) // dist.world) * dist.world
+            perm = perm[dist.rank:usable:dist.world]
+        bs = finetune_cfg.batch_size
+        todo = perm[start_step * bs:]
+        if batcher is not None:
+            batches = batcher.batches(todo, bs)
+        else:
+            batches = iterate_batches(dataset, todo, batch_size=bs, cutoff=model.cutoff, device=device)
         model.train()
         sync(device)
-        start = time.perf_counter()
-        loss_sum, n_mol = 0.0, 0
-        for step, batch in enumerate(iterate_batches(dataset, train_idx, batch_size=finetune_cfg.batch_size,
-                                                     cutoff=model.cutoff, shuffle=True, generator=order_gen,
-                                                     device=device)):
+        t0 = time.perf_counter()
+        loss_acc = torch.zeros((), dtype=torch.float64, device=device)
+        n_mol = 0
+        step = start_step
+        out_of_time = False
+        for step, batch in enumerate(batches, start=start_step):
+            if scheduler == "cosine-time":
+                _set_lr(optimizer, _cosine_time_lr(base_lr, total_spent(), time_budget_s, global_step,
+                                                   warmup_steps, min_lr_ratio))
             y = torch.stack([batch[t] for t in targets], dim=-1).to(torch.float32)
-            loss = masked_scaled_mse(model(batch), y, scale_dev)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise TrainingDivergedError(f"fine-tuning loss is {value} at epoch {epoch}, batch {step}")
+            with autocast:
+                pred = forward(batch)
+            loss = masked_scaled_mse(pred.float(), y, scale_dev, check=check_every == 1)
+            if check_every and (step + 1) % check_every == 0:
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(f"fine-tuning loss is {value} at epoch {epoch}, batch {step}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            b = batch[props.n_atoms].numel()
-            loss_sum, n_mol = loss_sum + value * b, n_mol + b
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+            b = int(min(bs, len(todo) - (step - start_step) * bs))
+            loss_acc += loss.detach().double() * b
+            n_mol += b
+            global_step += 1
+            if dist.world == 1 or (step + 1) % dist_check_every == 0:  # all ranks decide together
+                call_over, budget_over = _agreed(dist, device, deadline.expired(), budget_spent())
+                if call_over or budget_over:
+                    out_of_time = True
+                    break
         sync(device)
-        seconds = time.perf_counter() - start
-
-        val_pred = predict_properties(model, dataset, val_idx, batch_size=eval_batch_size, device=device)
-        val_m = _metrics(labels[val_idx], val_pred, targets)
-        score = float(np.nanmean([val_m[t]["mae"] / float(scale[k]) for k, t in enumerate(targets)]))
-        lr = optimizer.param_groups[0]["lr"]
-        if scheduler == "plateau":
-            sched.step(score)
-        else:
-            sched.step()
-        metrics = {"train_loss": loss_sum / n_mol, "val_score": score, "lr": lr, "seconds": seconds,
-                   "molecules_per_second": n_mol / seconds if seconds > 0 else math.nan,
-                   **{f"val_mae_{t}": val_m[t]["mae"] for t in targets}}
-        history.append({"epoch": epoch, **metrics})
-        if log_fn is not None:
-            log_fn({f"finetune/{k}": v for k, v in metrics.items()}, epoch)
-        if score < best_score:
-            best_score, best_epoch, best_state = score, epoch, _snapshot(model)
-        elif epoch - best_epoch >= finetune_cfg.patience:
+        seconds = time.perf_counter() - t0
+        done_steps = step + 1 if n_mol else start_step
+        loss_sum = float(_all_sum(dist, loss_acc, device))
+        n_mol_all = int(_all_sum(dist, torch.tensor(float(n_mol), device=device), device))
+        if not math.isfinite(loss_sum):
+            raise TrainingDivergedError(f"fine-tuning loss is {loss_sum} in epoch {epoch} (checked every "
+                                        f"{check_every or 'epoch'} steps)")
+        running = {"loss_sum": running["loss_sum"] + loss_sum, "n_mol": running["n_mol"] + n_mol_all,
+                   "seconds": running["seconds"] + seconds}
+        epoch_finished = not out_of_time or done_steps * bs >= len(perm)
+        call_over, budget_over = _agreed(dist, device, deadline.expired(), budget_spent())
+        if out_of_time and call_over and not budget_over and not epoch_finished:
+            # this call's time is up mid-epoch: save where we are and return the best so far
+            save(False, epoch_rng, epoch, done_steps)
+            stop_call = True
             break
+        start_step = 0
+        last = epoch == finetune_cfg.epochs or budget_over
+        metrics: dict[str, float] = {
+            "train_loss": running["loss_sum"] / max(running["n_mol"], 1), "lr": optimizer.param_groups[0]["lr"],
+            "seconds": running["seconds"],
+            "molecules_per_second": running["n_mol"] / running["seconds"] if running["seconds"] > 0 else math.nan}
+        running = {"loss_sum": 0.0, "n_mol": 0, "seconds": 0.0}
+        evaluate = epoch % eval_every == 0 or last or out_of_time
+        score = math.nan
+        if evaluate:
+            val_pred = predict_properties(model, dataset, val_idx, batch_size=eval_batch_size, device=device)
+            val_m = _metrics(labels[val_idx], val_pred, targets)
+            score = float(np.nanmean([val_m[t]["mae"] / float(scale[k]) for k, t in enumerate(targets)]))
+            score = float(_all_sum(dist, torch.tensor(score, device=device), device)) / dist.world
+            metrics.update({"val_score": score, **{f"val_mae_{t}": val_m[t]["mae"] for t in targets}})
+            if eval_test and len(test_idx):
+                test_pred = predict_properties(model, dataset, test_idx, batch_size=eval_batch_size, device=device)
+                metrics.update({f"test_mae_{t}": m["mae"] for t, m in _metrics(labels[test_idx], test_pred, targets).items()})
+            if scheduler == "plateau":
+                sched.step(score)
+        if scheduler == "cosine":
+            sched.step()
+        metrics["elapsed_seconds"] = total_spent()
+        history.append({"epoch": epoch, **metrics})
+        if log_fn is not None and dist.rank == 0:
+            log_fn({f"finetune/{k}": v for k, v in metrics.items()}, epoch)
+        if evaluate and score < best_score:
+            best_score, best_epoch, best_state = score, epoch, _snapshot(model)
+        elif evaluate and epoch - best_epoch >= finetune_cfg.patience:
+            completed = True
+        epoch += 1
+        if epoch > finetune_cfg.epochs or budget_over:
+            completed = True
+        if completed:
+            break
+        save(False, order_gen.get_state(), epoch, 0)
+        if call_over:
+            stop_call = True
+            break
+    if not stop_call:
+        completed = True
+        save(True, order_gen.get_state(), epoch, 0)
 
     model.load_state_dict(best_state)
     val_pred = predict_properties(model, dataset, val_idx, batch_size=eval_batch_size, device=device)
@@ -235,7 +427,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         finetune_config=dataclasses.asdict(finetune_cfg), val_metrics=val_metrics, test_metrics=test_metrics,
         history=history)
     return FinetuneResult(ckpt, history, test_metrics, val_metrics,
-                          _long_predictions(dataset.mol_ids[test_idx], targets, labels[test_idx], test_pred))
+                          _long_predictions(dataset.mol_ids[test_idx], targets, labels[test_idx], test_pred),
+                          completed=completed, train_seconds=total_spent())
 
 
 def finetune_ensemble(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFrame | None, split: Any,
@@ -288,3 +481,48 @@ def _nanstd(y: torch.Tensor) -> float:
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int = 0
+    world: int = 1
+
+
+def _dist_info() -> _Dist:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return _Dist(torch.distributed.get_rank(), torch.distributed.get_world_size())
+    return _Dist()
+
+
+def _all_sum(dist: _Dist, value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Sum of ``value`` over ranks (the value itself in one process)."""
+    if dist.world == 1:
+        return value
+    value = value.detach().to(device).clone()
+    torch.distributed.all_reduce(value)
+    return value
+
+
+def _agreed(dist: _Dist, device: torch.device, *flags: bool) -> tuple[bool, ...]:
+    """Each flag true on any rank, so that every rank takes the same branch (a collective in DDP)."""
+    if dist.world == 1:
+        return tuple(bool(f) for f in flags)
+    t = torch.tensor([float(f) for f in flags], device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return tuple(bool(v) for v in t.tolist())
+
+
+def _cosine_time_lr(base_lr: float, spent: float, budget: float, step: int, warmup_steps: int,
+                    min_ratio: float) -> float:
+    frac = min(1.0, max(0.0, spent / budget))
+    lr = base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+    if warmup_steps and step < warmup_steps:
+        lr *= (step + 1) / warmup_steps
+    return lr
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+

@@ -1,6 +1,7 @@
 """Self-supervised pretraining of the PaiNN encoder (coordinate denoising + masked atom types)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -42,13 +43,24 @@ def sync(device: torch.device) -> None:
 
 def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig, pretrain_cfg: PretrainConfig, *,
              seed: int, device: str | torch.device = "cpu", log_fn: LogFn | None = None,
-             weight_decay: float = 0.0, grad_clip: float | None = 10.0) -> PretrainResult:
+             weight_decay: float = 0.0, grad_clip: float | None = 10.0, amp: str | None = None,
+             check_every: int = 1, fused_optimizer: bool | None = None,
+             max_seconds: float | None = None) -> PretrainResult:
     """Pretrain a PaiNN encoder on unlabeled structures.
 
     ``pretrain_cfg.max_molecules`` keeps a seeded random subset. Per-epoch metrics are averaged over
     molecules (loss), atoms (denoising) or masked atoms (mask loss/accuracy) and passed to
     ``log_fn(metrics, epoch)``. Returns the final weights as a "pretrain" checkpoint.
+
+    GPU options (defaults keep the plain behaviour): ``amp`` ("bf16"/"fp16") autocasts the forward
+    pass; ``check_every`` reads the loss on the host every N steps (0: once per epoch) and keeps the
+    epoch sums on the device otherwise; ``fused_optimizer`` (default: on CUDA) uses fused AdamW;
+    ``max_seconds`` ends training at the first epoch boundary after that many seconds.
     """
+    if amp not in (None, "bf16", "fp16"):
+        raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
+    if check_every < 0:
+        raise ValueError(f"check_every must be >= 0, got {check_every}")
     device = torch.device(device)
     dataset = as_dataset(structures).to(device)  # whole table on the device: batches gather there
     n = len(dataset)
@@ -63,7 +75,13 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
 
     torch.manual_seed(seed)
     model = PretrainingModel(model_cfg, elements).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=pretrain_cfg.lr, weight_decay=weight_decay)
+    fused = (device.type == "cuda") if fused_optimizer is None else fused_optimizer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=pretrain_cfg.lr, weight_decay=weight_decay,
+                                  **({"fused": True} if fused else {}))
+    scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+                if amp is not None else contextlib.nullcontext())
+    started = time.perf_counter()
     order_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed)
     history: list[dict[str, float]] = []
@@ -77,25 +95,39 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
         for step, batch in enumerate(iterate_batches(dataset, indices, batch_size=pretrain_cfg.batch_size,
                                                      cutoff=model.cutoff, shuffle=True, generator=order_gen,
                                                      device=device)):
-            out = pretraining_loss(model, batch, noise_std=pretrain_cfg.noise_std, mask_rate=pretrain_cfg.mask_rate,
-                                   denoise_weight=pretrain_cfg.denoise_weight, mask_weight=pretrain_cfg.mask_weight,
-                                   generator=noise_gen)
-            loss = float(out.loss.detach())
-            if not math.isfinite(loss):
-                raise TrainingDivergedError(f"pretraining loss is {loss} at epoch {epoch}, batch {step}")
+            with autocast:
+                out = pretraining_loss(model, batch, noise_std=pretrain_cfg.noise_std,
+                                       mask_rate=pretrain_cfg.mask_rate, denoise_weight=pretrain_cfg.denoise_weight,
+                                       mask_weight=pretrain_cfg.mask_weight, generator=noise_gen)
+            if check_every and (step + 1) % check_every == 0:
+                value = float(out.loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingDivergedError(f"pretraining loss is {value} at epoch {epoch}, batch {step}")
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            if grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
+            if scaler is not None:
+                scaler.scale(out.loss.float()).backward()
+                if grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                out.loss.backward()
+                if grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
             b, a = batch[props.n_atoms].numel(), batch[props.Z].numel()
-            sums["loss"] += loss * b
-            sums["denoise"] += float(out.denoise_loss) * a
-            sums["mask"] += float(out.mask_loss) * out.n_masked
-            sums["correct"] += float(out.mask_accuracy) * out.n_masked
+            # device-side sums: read once per epoch (no host sync per step)
+            sums["loss"] += out.loss.detach().double() * b
+            sums["denoise"] += out.denoise_loss.double() * a
+            sums["mask"] += out.mask_loss.double() * out.n_masked
+            sums["correct"] += out.mask_accuracy.double() * out.n_masked
             n_mol, n_atoms, n_masked = n_mol + b, n_atoms + a, n_masked + out.n_masked
         sync(device)
         seconds = time.perf_counter() - start
+        sums = {k: float(v) for k, v in sums.items()}
+        if not math.isfinite(sums["loss"]):
+            raise TrainingDivergedError(f"pretraining loss is {sums['loss']} in epoch {epoch}")
         metrics = {
             "loss": sums["loss"] / n_mol,
             "denoise_loss": sums["denoise"] / n_atoms,
@@ -107,6 +139,8 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
         history.append({"epoch": epoch, **metrics})
         if log_fn is not None:
             log_fn({f"pretrain/{k}": v for k, v in metrics.items()}, epoch)
+        if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+            break
 
     ckpt = checkpoint_from_model(model, seed=seed, pretrain_config=dataclasses.asdict(pretrain_cfg),
                                  n_molecules=int(len(indices)), history=history)

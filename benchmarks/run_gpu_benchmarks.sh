@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One GPU command of the PaiNN benchmarks (see benchmarks/README.md).
+#
+#   benchmarks/run_gpu_benchmarks.sh all  OUT_DIR SECONDS   # throughput (both sides), then accuracy until SECONDS
+#   benchmarks/run_gpu_benchmarks.sh acc  OUT_DIR SECONDS   # continue the accuracy run from its state file
+#
+# Needs .bench/gpu/qm9.npz (benchmarks/prepare_qm9.py, hard-linked there) and, where schnetpack is not
+# installed, its wheels in .whl/sp (installed into /tmp/site). MOLGNN_COMMIT names the code version
+# recorded in the results; TIME_BUDGET (default 780) is the accuracy run's total training seconds.
+set -o pipefail
+phase=${1:?phase: all or acc}
+out=${2:?output folder}
+seconds=${3:-570}
+start=$(date +%s)
+mkdir -p "$out"
+if [ -d .whl/sp ] && ! python3 -c "import schnetpack" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/sp/*.whl || exit 1
+    export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1
+commit=${MOLGNN_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
+budget=${TIME_BUDGET:-780}
+npz=.bench/gpu/qm9.npz
+nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null
+if [ "$phase" = all ]; then
+    python3 benchmarks/painn_throughput.py --npz $npz --out "$out" --commit "$commit" --stop-at $((start + 280)) \
+        --command "benchmarks/run_gpu_benchmarks.sh all OUT $seconds (benchmarks/painn_throughput.py)" \
+        2>&1 | grep -v -E "FutureWarning|warnings.warn" | tee "$out/throughput.log"
+    mkdir -p .bench/acc && cp "$out/painn_throughput_detail.json" .bench/acc/ 2>/dev/null
+elif [ ! -f .bench/acc/gap.pt ]; then
+    echo "no accuracy state in .bench/acc/gap.pt to continue (run phase 'all' first, or carry it here)"; exit 1
+fi
+python3 benchmarks/qm9_accuracy.py --npz $npz --out "$out" --state .bench/acc/gap.pt --state-copy "$out/gap_state.pt" \
+    --time-budget "$budget" --stop-at $((start + seconds)) --throughput-detail .bench/acc/painn_throughput_detail.json \
+    --commit "$commit" --command "benchmarks/run_gpu_benchmarks.sh $phase OUT $seconds, TIME_BUDGET=$budget (benchmarks/qm9_accuracy.py)" \
+    2>&1 | grep -v -E "FutureWarning|warnings.warn" | tee "$out/accuracy_$phase.log"
