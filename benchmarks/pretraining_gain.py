@@ -1,0 +1,261 @@
+"""Does self-supervised pretraining of the PaiNN encoder pay? QM9 gap, pretrained against scratch.
+
+    # (local, optional, RDKit) a few thousand MOSES conformers to add to the pretraining set
+    python benchmarks/pretraining_gain.py prepare-moses --n 3000 --out .bench/gpu/moses3k.npz
+    # (GPU) pretrain for --pretrain-seconds, then fine-tune both inits at each label count
+    python benchmarks/pretraining_gain.py run --npz .bench/gpu/qm9.npz --extra .bench/gpu/moses3k.npz \\
+        --pretrain-seconds 180 --finetune-seconds 25 --labels 1000 10000 100 3000 \\
+        --stop-at $(( $(date +%s) + 500 )) --out OUT --commit $(git rev-parse HEAD)
+
+``run``: (1) ``molgnn.train.pretrain.pretrain`` (coordinate denoising + masked atom types; fp32,
+fused AdamW, ``max_seconds``) of PaiNN 128 features / 3 interactions / 5 A cutoff / 20 RBF on the
+geometries of the QM9 training split (labels unused) plus any ``--extra`` structures; (2)
+``molgnn.train.finetune.finetune`` on the HOMO-LUMO gap with N labels (nested seeded subsets of the
+training split), once from the pretrained encoder and once from scratch, the same seed (same head
+initialisation and batch order), the same validation subset and the same training time budget
+(cosine-time schedule), test MAE of the best-validation weights on the full test split. Pairs run
+in the order given; a pair that would not finish before ``--stop-at`` is skipped (recorded as such).
+Writes after every pair: ``pretraining_gain.json`` (records) and ``pretraining_gain_detail.json``
+(pretraining history, every run's curve) in ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BENCH = "qm9-pretraining-gain"
+
+
+def prepare_moses(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from molgnn.chem.conformers import Conformer, embed_many
+
+    smi = pd.read_csv(args.moses, nrows=args.pool)["SMILES"].sample(n=args.n, random_state=args.seed).tolist()
+    t = time.time()
+    res = embed_many(smi, seed=args.seed, timeout_s=5.0, max_iterations=200, workers=args.workers)
+    ok = [r for r in res if isinstance(r, Conformer)]
+    z = np.concatenate([r.atomic_numbers for r in ok]).astype(np.uint8)
+    r_ = np.concatenate([r.positions for r in ok]).astype(np.float32)
+    ptr = np.zeros(len(ok) + 1, np.int64)
+    np.cumsum([len(r.atomic_numbers) for r in ok], out=ptr[1:])
+    ids = np.array([f"moses-{i}" for i, r in enumerate(res) if isinstance(r, Conformer)])
+    np.savez_compressed(args.out, Z=z, R=r_, ptr=ptr, mol_ids=ids)
+    print(json.dumps({"n": args.n, "embedded": len(ok), "failed": args.n - len(ok), "seconds": time.time() - t,
+                      "atoms": int(len(z)), "elements": sorted(set(z.tolist()))}))
+    return 0
+
+
+def concat_structures(parts):
+    """One AtomisticDataset (no targets) from several (Z, R, ptr, mol_ids) parts."""
+    from molgnn.featurize.atomistic import AtomisticDataset
+
+    zs, rs, ptrs, ids, off = [], [], [np.zeros(1, np.int64)], [], 0
+    for z, r, ptr, mid in parts:
+        zs.append(z), rs.append(r.reshape(-1, 3)), ids.append(mid)
+        ptrs.append(ptr[1:] + off)
+        off += int(ptr[-1])
+    return AtomisticDataset(np.concatenate(ids).astype(str), torch.from_numpy(np.concatenate(zs).astype(np.uint8)),
+                            torch.from_numpy(np.concatenate(rs).astype(np.float32)),
+                            torch.from_numpy(np.concatenate(ptrs)))
+
+
+def run(args: argparse.Namespace) -> int:
+    from molgnn.config import FinetuneConfig, ModelConfig, PretrainConfig
+    from molgnn.featurize.atomistic import AtomisticDataset
+    from molgnn.train.finetune import finetune
+    from molgnn.train.pretrain import pretrain
+
+    t_start = time.time()
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 throughout (amp off), as asked
+        torch.backends.cudnn.allow_tf32 = False
+        machine = f"1x {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    else:
+        machine = f"CPU ({os.cpu_count()} cores), torch {torch.__version__}"
+    ctx = {"machine": machine, "date": _dt.date.today().isoformat(), "commit": args.commit,
+           "command": args.command or "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model_cfg = ModelConfig(n_atom_basis=128, n_interactions=3, n_rbf=20, cutoff=5.0)
+
+    data = AtomisticDataset.from_npz(args.npz)
+    with np.load(args.npz) as d:
+        train, val, test = d["train_idx"], d["val_idx"], d["test_idx"]
+        z_all, r_all, ptr_all = d["Z"], d["R"].reshape(-1, 3), d["ptr"].astype(np.int64)
+    if args.max_pretrain is not None:
+        train_pre = train[:args.max_pretrain]
+    else:
+        train_pre = train
+    # pretraining structures: geometries of the QM9 training split (labels never read) + extras
+    sel = np.sort(train_pre)
+    counts = ptr_all[sel + 1] - ptr_all[sel]
+    atom_idx = np.concatenate([np.arange(ptr_all[i], ptr_all[i + 1]) for i in sel]) if len(sel) < 1000 else \
+        np.repeat(ptr_all[sel], counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    sub_ptr = np.zeros(len(sel) + 1, np.int64)
+    np.cumsum(counts, out=sub_ptr[1:])
+    parts = [(z_all[atom_idx], r_all[atom_idx], sub_ptr, data.mol_ids[sel])]
+    extra_info = []
+    for path in args.extra or []:
+        with np.load(path) as e:
+            parts.append((e["Z"], e["R"], e["ptr"].astype(np.int64), e["mol_ids"]))
+            extra_info.append({"path": path, "molecules": int(len(e["ptr"]) - 1), "atoms": int(len(e["Z"]))})
+    pre_data = concat_structures(parts)
+
+    rng = np.random.default_rng(args.seed)
+    label_order = rng.permutation(train)          # nested label subsets: the first N of one permutation
+    val_sub = np.sort(np.random.default_rng(args.seed + 1).permutation(val)[:args.n_val])
+    test_eval = test if args.max_test is None else test[:args.max_test]
+
+    detail = {"context": ctx, "args": vars(args), "n_pretrain_molecules": len(pre_data), "extra": extra_info,
+              "n_val": int(len(val_sub)), "n_test": int(len(test_eval)), "pretrain": None, "runs": [], "skipped": []}
+
+    def write() -> None:
+        (out / "pretraining_gain_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
+        (out / "pretraining_gain.json").write_text(json.dumps(records(detail, ctx, args), indent=2) + "\n")
+
+    # (1) pretraining
+    pcfg = PretrainConfig(epochs=100_000, batch_size=args.pretrain_batch, lr=args.pretrain_lr,
+                          noise_std=args.noise_std, mask_rate=0.15)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    pre = pretrain(pre_data, model_cfg, pcfg, seed=args.seed, device=device, amp=None, check_every=0,
+                   fused_optimizer=device.type == "cuda", max_seconds=args.pretrain_seconds,
+                   log_fn=lambda m, e: print(f"pretrain epoch {e}: " + ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in m.items()), flush=True))
+    pre_seconds = time.perf_counter() - t0
+    detail["pretrain"] = {"seconds": pre_seconds, "epochs": len(pre.history), "history": pre.history,
+                          "config": vars(pcfg) if hasattr(pcfg, "__dict__") else str(pcfg)}
+    write()
+    ckpt = pre.checkpoint
+
+    # (2) fine-tuning pairs
+    dataset = data.to(device)
+    for n in args.labels:
+        per_run = args.finetune_seconds + args.run_overhead
+        left = (args.stop_at - time.time()) if args.stop_at else float("inf")
+        if left < 2 * per_run + 15:
+            detail["skipped"].append({"labels": n, "reason": f"{left:.0f} s left before --stop-at"})
+            print(f"skip N={n}: {left:.0f} s left", flush=True)
+            write()
+            continue
+        lab = np.sort(label_order[:n])
+        cfg = FinetuneConfig(targets=["gap"], epochs=100_000, batch_size=args.batch_size, lr=args.lr,
+                             patience=100_000, split="random", ensemble_size=1)
+        eval_every = max(1, args.eval_molecules // n)
+        for init in ("pretrained", "scratch"):
+            t1 = time.perf_counter()
+            res = finetune(dataset, None, (lab, val_sub, test_eval), model_cfg, cfg, seed=args.seed, device=device,
+                           pretrained=ckpt if init == "pretrained" else None, scheduler="cosine-time",
+                           time_budget_s=args.finetune_seconds, warmup_steps=args.warmup_steps,
+                           min_lr_ratio=0.01, device_batches=True, check_every=0, eval_every=eval_every,
+                           eval_batch_size=1000)
+            wall = time.perf_counter() - t1
+            curve = [{"epoch": h["epoch"], "train_seconds": h["elapsed_seconds"], "train_loss": h["train_loss"],
+                      "lr": h["lr"], **({"val_mae_meV": h["val_mae_gap"] * 1000} if "val_mae_gap" in h else {})}
+                     for h in res.history]
+            run_rec = {"labels": n, "init": init, "test_mae_meV": res.test_metrics["gap"]["mae"] * 1000,
+                       "test_rmse_meV": res.test_metrics["gap"]["rmse"] * 1000,
+                       "val_mae_meV": res.val_metrics["gap"]["mae"] * 1000,
+                       "best_epoch": res.checkpoint["best_epoch"], "epochs": len(res.history),
+                       "train_seconds": res.train_seconds, "wall_seconds": wall, "eval_every": eval_every,
+                       "curve": curve}
+            detail["runs"].append(run_rec)
+            print(f"N={n} {init}: test MAE {run_rec['test_mae_meV']:.1f} meV (val {run_rec['val_mae_meV']:.1f}), "
+                  f"{len(res.history)} epochs, best {run_rec['best_epoch']}, {wall:.1f} s", flush=True)
+            write()
+    detail["call_wall_seconds"] = time.time() - t_start
+    write()
+    print_table(detail)
+    return 0
+
+
+def pairs(detail):
+    by = {}
+    for r in detail["runs"]:
+        by.setdefault(r["labels"], {})[r["init"]] = r
+    return {n: v for n, v in sorted(by.items()) if "pretrained" in v and "scratch" in v}
+
+
+def records(detail, ctx, args):
+    pre = detail.get("pretrain") or {}
+    setup = (f"PaiNN 128x3, cutoff 5, 20 RBF; pretraining {pre.get('seconds', float('nan')):.0f} s "
+             f"({pre.get('epochs', 0)} epochs, denoising sigma {args.noise_std} A + 15 % masked types, batch "
+             f"{args.pretrain_batch}, lr {args.pretrain_lr:g}, fp32) on {detail['n_pretrain_molecules']:,} unlabeled "
+             f"structures; fine-tuning {args.finetune_seconds:.0f} s per run (batch {args.batch_size}, AdamW "
+             f"{args.lr:g} cosine over the budget, fp32), best of {detail['n_val']:,} validation molecules, "
+             f"test on {detail['n_test']:,}")
+    out = []
+
+    def rec(system, metric, value, unit, hib=False):
+        out.append({"benchmark": BENCH, "system": system, "metric": metric, "value": value, "unit": unit,
+                    "higher_is_better": hib, "machine": ctx["machine"], "date": ctx["date"],
+                    "commit": ctx["commit"], "command": ctx["command"], "setup": setup})
+
+    for n, v in pairs(detail).items():
+        rec("molgnn (pretrained)", f"gap test MAE @{n} labels", v["pretrained"]["test_mae_meV"], "meV")
+        rec("molgnn (scratch)", f"gap test MAE @{n} labels", v["scratch"]["test_mae_meV"], "meV")
+        gain = 100.0 * (1.0 - v["pretrained"]["test_mae_meV"] / v["scratch"]["test_mae_meV"])
+        rec("molgnn (pretrained)", f"gap test MAE reduction vs scratch @{n} labels", gain, "%", True)
+    return out
+
+
+def print_table(detail):
+    print("\n| labels | pretrained MAE (meV) | scratch MAE (meV) | reduction |")
+    print("|---:|---:|---:|---:|")
+    for n, v in pairs(detail).items():
+        p, s = v["pretrained"]["test_mae_meV"], v["scratch"]["test_mae_meV"]
+        print(f"| {n:,} | {p:.1f} | {s:.1f} | {100 * (1 - p / s):.1f} % |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    pm = sub.add_parser("prepare-moses")
+    pm.add_argument("--moses", default=str(REPO.parent / "shared" / "datasets" / "moses" / "train.csv.gz"))
+    pm.add_argument("--n", type=int, default=3000)
+    pm.add_argument("--pool", type=int, default=200_000, help="sample from the first POOL rows")
+    pm.add_argument("--workers", type=int, default=2)
+    pm.add_argument("--seed", type=int, default=0)
+    pm.add_argument("--out", default=str(REPO / ".bench" / "gpu" / "moses3k.npz"))
+    r = sub.add_parser("run")
+    r.add_argument("--npz", default=str(REPO / ".bench" / "qm9" / "qm9.npz"))
+    r.add_argument("--extra", nargs="*", default=[], help="npz files of extra unlabeled structures")
+    r.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    r.add_argument("--pretrain-seconds", type=float, default=180.0)
+    r.add_argument("--pretrain-batch", type=int, default=100)
+    r.add_argument("--pretrain-lr", type=float, default=5e-4)
+    r.add_argument("--noise-std", type=float, default=0.05)
+    r.add_argument("--finetune-seconds", type=float, default=25.0)
+    r.add_argument("--run-overhead", type=float, default=4.0, help="expected seconds per run beyond the budget")
+    r.add_argument("--labels", type=int, nargs="+", default=[1000, 10000, 100, 3000])
+    r.add_argument("--batch-size", type=int, default=32)
+    r.add_argument("--lr", type=float, default=5e-4)
+    r.add_argument("--warmup-steps", type=int, default=100)
+    r.add_argument("--eval-molecules", type=int, default=10_000, help="validate every max(1, this // N) epochs")
+    r.add_argument("--n-val", type=int, default=1000)
+    r.add_argument("--max-test", type=int, default=None, help="smoke tests only")
+    r.add_argument("--max-pretrain", type=int, default=None, help="smoke tests only")
+    r.add_argument("--stop-at", type=float, default=None, help="unix time: skip pairs that would end later")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    r.add_argument("--commit", default=os.environ.get("MOLGNN_COMMIT", "unknown"))
+    r.add_argument("--command", default=None)
+    args = ap.parse_args(argv)
+    return prepare_moses(args) if args.cmd == "prepare-moses" else run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
