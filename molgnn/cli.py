@@ -61,6 +61,8 @@ def cmd_screen(args) -> int:
     from molgnn.screen.screening import screen_file
     from molgnn.train.checkpoints import load_checkpoint
 
+    if args.fast_tier:
+        return _screen_two_tier(args)
     models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
     if not models or not models[0].exists():
         raise FileNotFoundError(f"no fine-tuned models at {args.models}: run `molgnn run` first or pass --models")
@@ -70,6 +72,30 @@ def cmd_screen(args) -> int:
                       descending=not args.ascending, smiles_column=args.smiles_column, seed=args.seed,
                       timeout_s=args.timeout, workers=args.workers, device=args.device)
     print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked by {rank_by} -> {res.predictions_path}, "
+          f"{res.n_rejected} rejected -> {res.rejects_path}")
+    return 0
+
+
+def _screen_two_tier(args) -> int:
+    import torch
+
+    from molgnn.screen.fast_tier import screen_two_tier
+    from molgnn.train.checkpoints import load_checkpoint
+
+    if not Path(args.fast_tier).is_file():
+        raise FileNotFoundError(f"no 2D model at {args.fast_tier}")
+    model_2d = torch.load(args.fast_tier, weights_only=True)
+    models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
+    models = [m for m in models if m.is_file()]
+    if not models and (args.top_k or args.uncertain_k):
+        raise FileNotFoundError(f"no fine-tuned 3D models at {args.models}: pass --models, or "
+                                f"--top-k 0 --uncertain-k 0 for the 2D tier alone")
+    res = screen_two_tier(args.inputs, Path(args.out), [load_checkpoint(m) for m in models], model_2d,
+                          top_k=args.top_k, uncertain_k=args.uncertain_k, rank_by=args.rank_by,
+                          descending=not args.ascending, smiles_column=args.smiles_column, workers=args.workers,
+                          seed=args.seed, timeout_s=args.timeout, device=args.device)
+    print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked ({res.n_3d} by the 3D tier, "
+          f"{res.n_3d_failed} of those selected without a 3D result) -> {res.predictions_path}, "
           f"{res.n_rejected} rejected -> {res.rejects_path}")
     return 0
 
@@ -135,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--fast-tier", metavar="MODEL_2D",
+                   help="2D model checkpoint: rank everything from SMILES, send the best and most uncertain to 3D")
+    s.add_argument("--top-k", type=int, default=100, help="with --fast-tier: best 2D molecules re-predicted in 3D")
+    s.add_argument("--uncertain-k", type=int, default=100,
+                   help="with --fast-tier: most uncertain other 2D molecules re-predicted in 3D")
     s.set_defaults(func=cmd_screen)
 
     c = sub.add_parser("schedule", help="serve the pipeline on a cron schedule from a Prefect server")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from molgnn.data.artifacts import atomic_path
 from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
 
 SPLIT_FILE = "split.csv"
+CALIBRATION_FILE = "calibration.json"
 
 
 class FinetuneInputError(ValueError):
@@ -85,6 +87,11 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         with atomic_path(preds_path) as tmp:
             ens.test_predictions.to_csv(tmp, index=False)
         outputs["test_predictions"] = str(preds_path)
+        calib = _calibration(ens, structs, targets, val_idx, cfg.targets, ctx.device)
+        calib_path = out_dir / CALIBRATION_FILE
+        with atomic_path(calib_path) as tmp:
+            tmp.write_text(json.dumps(calib, indent=2))
+        outputs["calibration"] = str(calib_path)
         history_path = out_dir / "history.json"
         with atomic_path(history_path) as tmp:
             tmp.write_text(json.dumps([m.history for m in ens.members], indent=2))
@@ -94,11 +101,20 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         for target, vals in ens.test_metrics.items():
             for name, value in vals.items():
                 metrics[f"test_{name}_{target}"] = value
+        for target, rep in calib.items():
+            metrics[f"calib_spearman_{target}"] = rep["spearman_std_abs_error"]
+            metrics[f"calib_scale_{target}"] = rep["scale"]
+            metrics[f"calib_coverage95_raw_{target}"] = rep["coverage_raw"]["0.95"]
+            metrics[f"calib_coverage95_{target}"] = rep.get("coverage_recal", rep["coverage_raw"])["0.95"]
+            metrics[f"calib_miscal_area_raw_{target}"] = rep["miscalibration_area_raw"]
+            metrics[f"calib_miscal_area_{target}"] = rep.get("miscalibration_area_recal", math.nan)
         return StageResult(stage="finetune", key=key, out_dir=str(out_dir), outputs=outputs,
                            metrics=metrics,
                            info={"units": {t: units.get(t, "") for t in cfg.targets}, "init": cfg.init,
                                  "split": cfg.split, "device": ctx.device,
-                                 "n_unlabelled_or_unstructured": int(len(molecules) - len(data))})
+                                 "n_unlabelled_or_unstructured": int(len(molecules) - len(data)),
+                                 # multiply each target's ensemble std by this for calibrated intervals
+                                 "std_scale": {t: calib[t]["scale"] for t in cfg.targets}})
 
     def log(run, result: StageResult) -> None:
         from molgnn.report.plots import learning_curve, parity
@@ -114,6 +130,8 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                        "finetune_curve.png")
         run.log_artifact(result.path("test_predictions"))
         run.log_artifact(result.path("split"))
+        if "calibration" in result.outputs:
+            run.log_artifact(result.path("calibration"))
         for name, path in result.outputs.items():
             if name.startswith("member_"):
                 run.log_artifact(path, "model")
@@ -124,6 +142,24 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                       params={**{f"model.{k}": v for k, v in dataclasses.asdict(p.model).items()},
                               **{f"finetune.{k}": v for k, v in dataclasses.asdict(cfg).items()}},
                       log=log)
+
+
+def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, target_names,
+                 device: str) -> dict:
+    """Calibration report per target (molgnn.screen.calibration): the std scale is fitted on the
+    validation split's ensemble predictions and applied to the test split."""
+    from molgnn.screen.calibration import report_from_tables
+    from molgnn.screen.predict import predict_ensemble
+
+    val_idx = np.asarray(val_idx, dtype=np.int64)
+    val_structs = structs.iloc[val_idx].reset_index(drop=True)
+    pred = predict_ensemble(ens.checkpoints, val_structs, device=device)
+    truth = targets_df.iloc[val_idx].set_index(schema.MOL_ID)
+    val_long = pd.concat([pd.DataFrame({schema.MOL_ID: pred[schema.MOL_ID], "target": t,
+                                        "y_true": truth.loc[pred[schema.MOL_ID], t].to_numpy(dtype=float),
+                                        "y_pred": pred[f"{t}_mean"], "y_std": pred[f"{t}_std"]})
+                          for t in target_names], ignore_index=True)
+    return report_from_tables(ens.test_predictions, val_long, targets=list(target_names))
 
 
 def member_checkpoints(result: StageResult) -> list[Path]:

@@ -1,0 +1,73 @@
+import doctest
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from molgnn.screen import calibration as cal
+
+
+def _gaussian(n, seed, true_scale=1.0):
+    rng = np.random.default_rng(seed)
+    sd = rng.uniform(0.2, 2.0, n)
+    mu = rng.normal(0, 3, n)
+    y = mu + rng.normal(0, true_scale * sd)
+    return y, mu, sd
+
+
+def test_doctests():
+    assert doctest.testmod(cal).failed == 0
+
+
+def test_calibrated_gaussian_noise_has_nominal_coverage_and_unit_scale():
+    y, mu, sd = _gaussian(20000, 0)
+    assert cal.fit_std_scale(y, mu, sd) == pytest.approx(1.0, abs=0.02)
+    for p, c in cal.coverage(y, mu, sd).items():
+        assert c == pytest.approx(p, abs=0.015)
+    assert cal.miscalibration_area(y, mu, sd) < 0.01
+    # informative spread: errors grow with sigma
+    assert cal.spearman_error_std(y, mu, sd) > 0.2
+    top, bottom = cal.mae_by_uncertainty(y, mu, sd)
+    assert top > 3 * bottom
+
+
+def test_overconfident_spread_is_recalibrated_on_validation():
+    y, mu, sd = _gaussian(20000, 1, true_scale=3.0)
+    r = cal.calibration_report((y[:10000], mu[:10000], sd[:10000]), val=(y[10000:], mu[10000:], sd[10000:]))
+    assert r["scale"] == pytest.approx(3.0, rel=0.03)
+    assert r["coverage_raw"]["0.95"] < 0.6
+    assert r["coverage_recal"]["0.95"] == pytest.approx(0.95, abs=0.015)
+    assert r["miscalibration_area_recal"] < 0.01 < r["miscalibration_area_raw"]
+    assert r["nll_recal"] < r["nll_raw"]
+
+
+def test_uncorrelated_spread_has_zero_spearman():
+    rng = np.random.default_rng(2)
+    n = 20000
+    mu = np.zeros(n)
+    y = rng.normal(0, 1, n)
+    sd = rng.uniform(0.5, 1.5, n)  # independent of the error
+    assert abs(cal.spearman_error_std(y, mu, sd)) < 0.03
+    top, bottom = cal.mae_by_uncertainty(y, mu, sd)
+    assert top == pytest.approx(bottom, rel=0.15)
+
+
+def test_nan_entries_dropped_and_degenerate_cases():
+    assert math.isnan(cal.spearman_error_std([1, 2], [0, 0], [1, 1]))  # constant spread
+    assert math.isnan(cal.fit_std_scale([np.nan], [0.0], [1.0]))
+    assert cal.coverage([0.0, np.nan], [0.0, 0.0], [1.0, 1.0], levels=[0.5]) == {0.5: 1.0}
+    assert math.isfinite(cal.fit_std_scale([1.0], [0.0], [0.0]))  # zero spread: huge but finite
+    with pytest.raises(ValueError):
+        cal.coverage([0.0], [0.0], [1.0], levels=[1.0])
+    with pytest.raises(ValueError):
+        cal.fit_std_scale([0.0, 1.0], [0.0], [1.0])
+
+
+def test_report_from_long_tables_per_target():
+    y, mu, sd = _gaussian(400, 3)
+    df = pd.DataFrame({"mol_id": range(400), "target": ["gap", "homo"] * 200, "y_true": y, "y_pred": mu, "y_std": sd})
+    r = cal.report_from_tables(df.iloc[:200], df.iloc[200:])
+    assert set(r) == {"gap", "homo"}
+    assert r["gap"]["n_test"] == 100 and r["gap"]["n_val"] == 100
+    assert set(r["gap"]["coverage_recal"]) == {"0.5", "0.68", "0.9", "0.95"}
