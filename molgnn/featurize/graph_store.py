@@ -60,8 +60,10 @@ def featurize_graphs(smiles: list[str], mol_ids: list[str], featurizer: str, wor
 
 
 def save_graphs(store: dict, path: str | Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(store, tmp)
+    # Saved through a file object: torch names the zip's records after a path's file name, and
+    # the temporary name is random, which would change the bytes (and the DVC md5) on every run.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(store, fh)
 
 
 def load_graphs(path: str | Path) -> tuple[str, list[Data]]:
