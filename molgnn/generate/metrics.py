@@ -25,9 +25,14 @@ generated list (``None`` = a draw that produced no SMILES), V the valid entries 
 ``<ref>`` is ``Test`` (MOSES test set) and ``TestSF`` (scaffold test set). Differences from the
 MOSES code, all deliberate: the training set is canonicalized for Novelty (MOSES compared raw
 strings, which depends on the RDKit version that wrote them); ``None`` entries are accepted as
-invalid draws; the Fréchet distance takes the matrix square root through a symmetric
-eigendecomposition instead of ``scipy.linalg.sqrtm``. MOSES's property distances (logP, SA, QED,
-weight) are not computed.
+invalid draws; the trace of the matrix square root in FCD is taken from symmetric square roots and
+an SVD instead of ``scipy.linalg.sqrtm`` (same number, no complex round-off). MOSES's property
+distances (logP, SA, QED, weight) are not computed.
+
+Sample size matters: SNN, Frag, IntDiv and Filters are means and barely move with n, but FCD is
+biased upwards by roughly c (1/n + 1/n_ref) and Scaf (cosine of sparse scaffold counts) grows with
+n. MOSES scores 30,000 generated molecules; compare only figures computed at the same n
+(``benchmarks/moses_reference.py`` shows the effect on the MOSES training set).
 """
 from __future__ import annotations
 
@@ -60,6 +65,7 @@ from molgnn.generate.metrics_chem import (
     get_mol,
     morgan_fingerprint,
     murcko_scaffold,
+    packed_fingerprint,
     passes_filters,
 )
 from molgnn.generate.metrics_fcd import (
@@ -71,9 +77,9 @@ from molgnn.generate.metrics_fcd import (
 
 __all__ = [
     "METRICS_VERSION", "MetricWarning", "ReferenceStats", "canonical_smiles", "cosine_similarity",
-    "fcd", "fingerprints", "fraction_passes_filters", "fraction_unique", "fraction_valid",
+    "METRIC_GROUPS", "fcd", "fingerprints", "fraction_passes_filters", "fraction_unique", "fraction_valid",
     "fragment_similarity", "get_mol", "internal_diversity", "mlflow_safe", "moses_metrics", "novelty",
-    "passes_filters", "reference_stats", "scaffold_similarity", "snn",
+    "passes_filters", "reference_cache_path", "reference_stats", "scaffold_similarity", "snn",
 ]
 
 log = logging.getLogger(__name__)
@@ -182,7 +188,8 @@ def _novel_fraction(unique: set[str], train: Iterable[str | None], mapper: _Mapp
         return float("nan")
     train = [t for t in train if isinstance(t, str) and t]
     raw = set(train)
-    found = {g for g in unique if g in raw and canonical_smiles(g) == g}
+    in_raw = [g for g in unique if g in raw]
+    found = {g for g, c in zip(in_raw, mapper.map(canonical_smiles, in_raw)) if c == g}
     rest = unique - found
     if rest:
         wanted = {element_signature(g) for g in rest}
@@ -215,8 +222,8 @@ def fingerprints(smiles: Sequence[str], *, n_jobs: int = 1) -> np.ndarray:
     """Morgan fingerprints (radius 2, 1024 bits) as a uint8 0/1 array, one row per valid SMILES
     (invalid entries are skipped)."""
     with _Mapper(n_jobs) as mapper:
-        described = mapper.map(describe_reference, list(smiles))
-    return _unpack([d[1] for d in described if d is not None])
+        packed = mapper.map(packed_fingerprint, list(smiles))
+    return _unpack([p for p in packed if p is not None])
 
 
 def _unpack(packed: list[bytes] | np.ndarray) -> np.ndarray:
@@ -461,6 +468,11 @@ def _cache_key(smiles: Sequence[str], fcd: bool) -> str:
     return h.hexdigest()
 
 
+def reference_cache_path(smiles: Sequence[str], cache_dir: str | Path, *, fcd: bool = True) -> Path:
+    """Where ``reference_stats`` caches the statistics of these SMILES under ``cache_dir``."""
+    return Path(cache_dir) / f"moses-ref-{_cache_key(list(smiles), fcd)}.npz"
+
+
 def reference_stats(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cpu", fcd: bool = True,
                     cache_dir: str | Path | None = None, _mapper: _Mapper | None = None) -> ReferenceStats:
     """Compute (or load from ``cache_dir``) the ``ReferenceStats`` of a reference set.
@@ -471,10 +483,13 @@ def reference_stats(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cp
     176k-molecule MOSES test set: ~1 min of RDKit and ~4-5 min of ChemNet.
     """
     smiles = list(smiles)
-    path = Path(cache_dir) / f"moses-ref-{_cache_key(smiles, fcd)}.npz" if cache_dir is not None else None
-    if path is not None and path.exists():
-        log.info("reference stats: loaded %s", path)
-        return ReferenceStats.load(path)
+    path = reference_cache_path(smiles, cache_dir, fcd=fcd) if cache_dir is not None else None
+    if path is not None:
+        # statistics with FCD serve a request without FCD too
+        for candidate in (path, reference_cache_path(smiles, cache_dir, fcd=True)):
+            if candidate.exists():
+                log.info("reference stats: loaded %s", candidate)
+                return ReferenceStats.load(candidate)
     mapper = _mapper or _Mapper(n_jobs)
     try:
         t0 = time.perf_counter()
@@ -507,25 +522,42 @@ def reference_stats(smiles: Sequence[str], *, n_jobs: int = 1, device: str = "cp
 # everything at once
 
 
-def moses_metrics(generated: Sequence[str | None], *, test: Sequence[str] | ReferenceStats,
+#: Metric groups ``moses_metrics`` can compute (``valid`` and ``unique@k`` always are).
+METRIC_GROUPS = ("Novelty", "FCD", "SNN", "Frag", "Scaf", "IntDiv", "Filters")
+
+
+def moses_metrics(generated: Sequence[str | None], *, test: Sequence[str] | ReferenceStats | None,
                   test_scaffolds: Sequence[str] | ReferenceStats | None = None,
                   train: Iterable[str | None] | None = None, corrected: Sequence[str | None] | None = None,
-                  n_jobs: int = 1, device: str = "cpu", ks: Iterable[int] = (1000, 10000), fcd: bool = True,
-                  cache_dir: str | Path | None = None, timings: dict[str, float] | None = None) -> dict[str, float]:
+                  n_jobs: int = 1, device: str = "cpu", ks: Iterable[int] = (1000, 10000),
+                  metrics: Iterable[str] | None = None, cache_dir: str | Path | None = None,
+                  timings: dict[str, float] | None = None) -> dict[str, float]:
     """All metrics of the module docstring for one generated sample, keyed as MOSES keys them.
 
     ``generated``: the raw draws in order (``None`` = no SMILES), before any filtering or
     correction; ``corrected``: optional per-draw corrected SMILES, adds ``valid_corrected``. All other
     metrics use the valid uncorrected draws. ``test`` / ``test_scaffolds``: SMILES or precomputed
-    ``ReferenceStats`` (``reference_stats``; cached under ``cache_dir`` when given).
-    ``train``: adds ``Novelty``. ``fcd=False`` skips ChemNet. ``timings``: filled with seconds per
-    stage. Returns keys ``n_generated``, ``n_valid``, ``valid``, [``valid_corrected``],
-    ``unique@k`` per k, [``Novelty``], ``IntDiv``, ``IntDiv2``, ``Filters`` and, per reference R in
-    (Test, TestSF), ``FCD/R`` (if fcd), ``SNN/R``, ``Frag/R``, ``Scaf/R``. Undefined values are NaN.
+    ``ReferenceStats`` (``reference_stats``; cached under ``cache_dir`` when given); None skips one.
+    ``train``: needed for ``Novelty``. ``metrics``: the groups of ``METRIC_GROUPS`` to compute
+    (default all; e.g. leave out ``"FCD"`` to skip ChemNet, ``"IntDiv"`` whose cost grows as n^2).
+    ``timings``: filled with seconds per stage.
+
+    Returns ``n_generated``, ``n_valid``, ``valid``, [``valid_corrected``], ``unique@k`` per k, and
+    per selected group: ``Novelty``; ``IntDiv`` and ``IntDiv2``; ``Filters``; for each reference R in
+    (Test, TestSF): ``FCD/R``, ``SNN/R``, ``Frag/R``, ``Scaf/R``. Undefined values are NaN.
+
+    >>> m = moses_metrics(["CCO", None, "c1ccccc1"], test=["CCO", "c1ccccc1"], metrics=["SNN"], ks=())
+    >>> m["valid"], m["SNN/Test"]
+    (0.6666666666666666, 1.0)
     """
     generated = list(generated)
     if not generated:
         raise ValueError("moses_metrics needs at least one generated entry")
+    groups = set(METRIC_GROUPS if metrics is None else metrics)
+    if groups - set(METRIC_GROUPS):
+        raise ValueError(f"unknown metric groups {sorted(groups - set(METRIC_GROUPS))}; known: {METRIC_GROUPS}")
+    if train is None:
+        groups.discard("Novelty")
     timings = {} if timings is None else timings
     out: dict[str, float] = {}
 
@@ -535,7 +567,8 @@ def moses_metrics(generated: Sequence[str | None], *, test: Sequence[str] | Refe
 
     with _Mapper(n_jobs) as mapper:
         t0 = time.perf_counter()
-        described = [d for d in mapper.map(describe_generated, generated) if d is not None]
+        describe = describe_generated if "Filters" in groups else describe_reference
+        described = [d for d in mapper.map(describe, generated) if d is not None]
         out["n_generated"], out["n_valid"] = len(generated), len(described)
         out["valid"] = len(described) / len(generated)
         if corrected is not None:
@@ -547,46 +580,51 @@ def moses_metrics(generated: Sequence[str | None], *, test: Sequence[str] | Refe
             out[f"unique@{k}"] = fraction_unique(canon, k) if canon else float("nan")
         timed("describe_generated", t0)
 
-        if train is not None:
+        if "Novelty" in groups:
             t0 = time.perf_counter()
             out["Novelty"] = _novel_fraction(set(canon), train, mapper)
             timed("novelty", t0)
 
-        t0 = time.perf_counter()
-        gen_fps = _unpack([d[1] for d in described])
+        gen_fps = _unpack([d[1] for d in described] if groups & {"SNN", "IntDiv"} else [])
         gen_frags: Counter[str] = Counter()
         for d in described:
             gen_frags.update(d[2])
         gen_scafs = Counter(d[3] for d in described if d[3] is not None)
-        out["Filters"] = sum(d[4] for d in described) / len(described) if described else float("nan")
-        divs = _internal_diversities(gen_fps, (1, 2), device)
-        out["IntDiv"], out["IntDiv2"] = divs[1], divs[2]
-        timed("intdiv", t0)
+        if "Filters" in groups:
+            out["Filters"] = sum(d[4] for d in described) / len(described) if described else float("nan")
+        if "IntDiv" in groups:
+            t0 = time.perf_counter()
+            divs = _internal_diversities(gen_fps, (1, 2), device)
+            out["IntDiv"], out["IntDiv2"] = divs[1], divs[2]
+            timed("intdiv", t0)
 
         gen_fcd = None
-        if fcd and len(canon) >= 2:
+        if "FCD" in groups and len(canon) >= 2:
             t0 = time.perf_counter()
             gen_fcd = activation_statistics(chemnet_activations(canon, device=device))
             timed("chemnet_generated", t0)
-        elif fcd:
+        elif "FCD" in groups:
             warnings.warn("FCD needs at least 2 valid molecules", MetricWarning, stacklevel=2)
 
         for name, ref in (("Test", test), ("TestSF", test_scaffolds)):
-            if ref is None:
+            if ref is None or not groups & {"FCD", "SNN", "Frag", "Scaf"}:
                 continue
             t0 = time.perf_counter()
             stats = ref if isinstance(ref, ReferenceStats) else reference_stats(
-                ref, n_jobs=n_jobs, device=device, fcd=fcd, cache_dir=cache_dir, _mapper=mapper)
+                ref, n_jobs=n_jobs, device=device, fcd="FCD" in groups, cache_dir=cache_dir, _mapper=mapper)
             timed(f"reference_{name}", t0)
             t0 = time.perf_counter()
-            if fcd:
+            if "FCD" in groups:
                 out[f"FCD/{name}"] = (frechet_distance(stats.fcd_mu, stats.fcd_sigma, *gen_fcd)
                                       if gen_fcd is not None and stats.fcd_mu is not None else float("nan"))
-            out[f"SNN/{name}"] = (float(_tanimoto_reduce(gen_fps, _unpack(stats.fingerprints), agg="max",
-                                                         device=device).mean())
-                                  if len(gen_fps) and stats.n else float("nan"))
-            out[f"Frag/{name}"] = cosine_similarity(stats.fragments, gen_frags)
-            out[f"Scaf/{name}"] = cosine_similarity(stats.scaffolds, gen_scafs)
+            if "SNN" in groups:
+                out[f"SNN/{name}"] = (float(_tanimoto_reduce(gen_fps, _unpack(stats.fingerprints), agg="max",
+                                                             device=device).mean())
+                                      if len(gen_fps) and stats.n else float("nan"))
+            if "Frag" in groups:
+                out[f"Frag/{name}"] = cosine_similarity(stats.fragments, gen_frags)
+            if "Scaf" in groups:
+                out[f"Scaf/{name}"] = cosine_similarity(stats.scaffolds, gen_scafs)
             timed(f"compare_{name}", t0)
     return out
 

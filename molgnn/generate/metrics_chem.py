@@ -11,14 +11,12 @@ from collections import Counter
 from functools import lru_cache
 
 import numpy as np
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.rdmolops import FragmentOnBRICSBonds
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
 from molgnn.generate.metrics_filters import MCF_SMARTS, PAINS_SMARTS
-
-RDLogger.DisableLog("rdApp.*")
 
 #: Morgan fingerprint used by SNN and IntDiv: radius 2, 1024 bits, no chirality, no features
 #: (bit-identical to RDKit's legacy ``GetMorganFingerprintAsBitVect(mol, 2, nBits=1024)`` that MOSES used).
@@ -46,7 +44,8 @@ def get_mol(smiles: str | Chem.Mol | None) -> Chem.Mol | None:
     if not isinstance(smiles, str) or not smiles:
         return None
     try:
-        return Chem.MolFromSmiles(smiles)
+        with rdBase.BlockLogs():  # invalid draws are expected: keep RDKit quiet, for this call only
+            return Chem.MolFromSmiles(smiles)
     except Exception:  # RDKit raises only on exotic input; treat it as invalid
         return None
 
@@ -177,6 +176,12 @@ def element_signature(smiles: str) -> tuple[tuple[str, int], ...]:
 
 
 # Worker functions: one parse per molecule, everything the set-level metrics need, picklable output.
+
+def packed_fingerprint(smiles: str | None) -> bytes | None:
+    """``np.packbits`` of the Morgan fingerprint (128 bytes), or None when invalid."""
+    mol = get_mol(smiles)
+    return None if mol is None else np.packbits(morgan_fingerprint(mol)).tobytes()
+
 
 def describe_reference(smiles: str) -> tuple[str, bytes, list[str], str | None] | None:
     """(canonical SMILES, packed fingerprint bytes, BRICS fragments, scaffold) of a reference
