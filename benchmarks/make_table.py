@@ -69,9 +69,16 @@ def table(benchmark: str, records: list[dict]) -> list[str]:
         if r.get("setup"):
             where.append(f"setup: {r['setup']}")
         lines.append(f"- **{system}** — " + "; ".join(where))
-    notes = list(dict.fromkeys(f"{r['metric']}: {r['note']}" for r in records if r.get("note")))
+    notes: dict[tuple[str, str], list[str]] = {}
+    for r in records:
+        if r.get("note"):
+            notes.setdefault((r["metric"], r["note"]), []).append(column(r))
     if notes:
-        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+        lines += ["", "Notes:", ""]
+        for (metric, note), cols in notes.items():
+            where = "" if len(cols) == len(systems) or len(set(cols)) == len(systems) else \
+                " (" + ", ".join(dict.fromkeys(cols)) + ")"
+            lines.append(f"- {metric}{where}: {note}")
     return lines + [""]
 
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -107,6 +108,14 @@ def moses_shipped_checks(stats_dir: Path, sample_canonical: list[str], device: s
     return out
 
 
+def column_order(record: dict) -> tuple[int, float]:
+    """Published first, then ours by sample size ("all" last), then the cross-check columns."""
+    rank = {"MOSES (published)": 0, "molgnn": 1}.get(record["system"], 2)
+    sample = record.get("sample", "")
+    match = re.match(r"n=([\d,]+)", sample)
+    return rank, float(match.group(1).replace(",", "")) if match else float("inf") if sample else 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=30_000,
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.n and args.n < len(train):
         rng = np.random.default_rng(args.seed)
         sample = [train[i] for i in rng.choice(len(train), size=args.n, replace=False)]
-        label = f"n={len(sample):,} (seed {args.seed})"
+        label = f"n={len(sample):,}, seed {args.seed}"
     else:
         sample, label = list(train), f"all {len(train):,}"
     log.info("train %d, test %d, test_scaffolds %d; sample %s", len(train), len(test), len(test_sf), label)
@@ -201,10 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                     "stages_s": {k: round(v, 1) for k, v in timings.items()}})
 
     if args.merge and args.out.exists():
-        keep = [r for r in json.loads(args.out.read_text())
-                if r.get("system") != "MOSES (published)" and r.get("sample") != label]
-        records = [r for r in records if r["system"] == "MOSES (published)"] + keep + \
-                  [r for r in records if r["system"] != "MOSES (published)"]
+        records += [r for r in json.loads(args.out.read_text())
+                    if r.get("system") != "MOSES (published)" and r.get("sample") != label]
+    records.sort(key=column_order)  # stable: published, ours by sample size, then the cross-check
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(records, indent=1) + "\n")
     log.info("wrote %s (%d records) in %.0f s", args.out, len(records), wall)

@@ -46,6 +46,26 @@ DRUGS = [
 ]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """One BLAS/torch thread: the tiny matrices here gain nothing from two, and on a CPU shared with
+    other jobs spinning threads make these tests ten times slower."""
+    import contextlib
+
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+        limits = threadpool_limits(1)
+    except ImportError:  # optional
+        limits = contextlib.nullcontext()
+    with limits:
+        yield
+    torch.set_num_threads(before)
+
+
 def tanimoto(a: str, b: str) -> float:
     gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=1024)
     return DataStructs.TanimotoSimilarity(gen.GetFingerprint(Chem.MolFromSmiles(a)),
