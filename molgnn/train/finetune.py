@@ -20,6 +20,7 @@ import schnetpack.properties as props
 import torch
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
+from molgnn.train.steps import optimizer_step
 from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.data import schema
 from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_batches
@@ -336,18 +337,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
                 if not math.isfinite(value):
                     raise TrainingDivergedError(f"fine-tuning loss is {value} at epoch {epoch}, batch {step}")
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+            optimizer_step(loss, model, optimizer, scaler, grad_clip)
             b = int(min(bs, len(todo) - (step - start_step) * bs))
             loss_acc += loss.detach().double() * b
             n_mol += b

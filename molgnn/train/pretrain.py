@@ -13,6 +13,7 @@ import pandas as pd
 import schnetpack.properties as props
 import torch
 
+from molgnn.train.steps import optimizer_step
 from molgnn.config import ModelConfig, PretrainConfig
 from molgnn.featurize.atomistic import AtomisticDataset, iterate_batches
 from molgnn.models.pretraining import PretrainingModel, pretraining_loss
@@ -104,18 +105,7 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
                 if not math.isfinite(value):
                     raise TrainingDivergedError(f"pretraining loss is {value} at epoch {epoch}, batch {step}")
             optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(out.loss.float()).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                out.loss.backward()
-                if grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-                optimizer.step()
+            optimizer_step(out.loss.float() if scaler is not None else out.loss, model, optimizer, scaler, grad_clip)
             b, a = batch[props.n_atoms].numel(), batch[props.Z].numel()
             # device-side sums: read once per epoch (no host sync per step)
             sums["loss"] += out.loss.detach().double() * b
