@@ -23,7 +23,8 @@ over-confident (``s > 1``).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
@@ -172,3 +173,42 @@ def report_from_tables(test_df, val_df=None, targets: Sequence[str] | None = Non
             (te["y_true"], te["y_pred"], te["y_std"]),
             val=None if va is None else (va["y_true"], va["y_pred"], va["y_std"]))
     return out
+
+
+def load_std_scales(path: str | Path) -> dict[str, float]:
+    """``{target: scale}`` from a fine-tune stage's ``calibration.json`` (targets without a finite,
+    positive scale are left out: their intervals cannot be stated)."""
+    import json
+
+    path = Path(path)
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the calibration report {path}: {exc}") from exc
+    if not isinstance(report, dict):
+        raise ValueError(f"{path} is not a calibration report (a JSON object per target)")
+    out = {}
+    for target, rep in report.items():
+        scale = rep.get("scale") if isinstance(rep, dict) else None
+        if isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0:
+            out[str(target)] = float(scale)
+    return out
+
+
+def add_calibrated_intervals(table, std_scale: Mapping[str, float], level: float = 0.95):
+    """Add ``<t>_std_calibrated`` (ensemble std times the validation-fitted scale) and the central
+    ``level`` interval ``<t>_low``/``<t>_high`` for each target of ``std_scale`` found in ``table``
+    (columns ``<t>_mean``/``<t>_std``). Returns the table; other columns are untouched."""
+    if not 0 < level < 1:
+        raise ValueError(f"interval level must lie in (0, 1), got {level}")
+    z = float(stats.norm.ppf(0.5 + level / 2))
+    pct = f"{level * 100:g}"
+    for target, scale in std_scale.items():
+        mean_col, std_col = f"{target}_mean", f"{target}_std"
+        if mean_col not in table.columns or std_col not in table.columns:
+            continue
+        calibrated = table[std_col].astype(float) * float(scale)
+        table[f"{target}_std_calibrated"] = calibrated
+        table[f"{target}_low{pct}"] = table[mean_col] - z * calibrated
+        table[f"{target}_high{pct}"] = table[mean_col] + z * calibrated
+    return table

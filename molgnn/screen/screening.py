@@ -33,12 +33,16 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
                 descending: bool = True, smiles_column: str | None = None, seed: int = 0,
                 timeout_s: float = 10.0, max_iterations: int = 200, workers: int | None = None,
                 max_heavy_atoms: int = 50, device: str = "cpu",
-                extra_columns: pd.DataFrame | None = None) -> ScreenResult:
+                extra_columns: pd.DataFrame | None = None,
+                std_scale: dict[str, float] | None = None) -> ScreenResult:
     """Predict every kept molecule of ``inputs`` and write them ranked to ``out``.
 
     ``extra_columns`` (indexed like the input rows by (source,row)) are carried through, so callers
-    can attach provenance such as the generator that proposed each molecule.
+    can attach provenance such as the generator that proposed each molecule. ``std_scale`` (per
+    target, from the fine-tune stage's calibration report) adds calibrated std and 95 % intervals:
+    a raw ensemble spread is typically over-confident.
     """
+    from molgnn.screen.calibration import add_calibrated_intervals
     from molgnn.data.ingest import ingest
     from molgnn.featurize.structures import build_structures
     from molgnn.screen.predict import predict_ensemble
@@ -66,6 +70,8 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
                        schema.RAW]].merge(preds, on=schema.MOL_ID, how="inner")
     if extra_columns is not None and len(table):
         table = table.merge(extra_columns, on=[schema.SOURCE, schema.ROW], how="left")
+    if std_scale:
+        table = add_calibrated_intervals(table, std_scale)
     # E(3)-invariant models give enantiomers identical predictions: say where that applies.
     counts = [stereo_counts(smi) for smi in table[schema.SMILES]]
     table["stereocenters"] = [c for c, _ in counts]

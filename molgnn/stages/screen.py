@@ -15,8 +15,9 @@ from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key,
 
 
 def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Path],
-               provenance: dict[str, str]) -> StageResult:
-    """``provenance``: ``data_md5``, ``property_model_run``, and ``generator_run.<kind>`` entries."""
+               provenance: dict[str, str], std_scale: dict[str, float] | None = None) -> StageResult:
+    """``provenance``: ``data_md5``, ``property_model_run``, and ``generator_run.<kind>`` entries;
+    ``std_scale``: the fine-tune stage's per-target calibration scales (calibrated 95 % intervals)."""
     from molgnn.screen.screening import screen_file
     from molgnn.train.checkpoints import load_checkpoint
 
@@ -25,7 +26,7 @@ def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Pa
     out_dir = out.parent
     key = stage_key("screen", dataclasses.asdict(p.screen), dataclasses.asdict(p.featurize.conformers),
                     p.seed, Path(candidates_path), *[Path(c) for c in checkpoint_paths],
-                    sorted(provenance.items()))
+                    sorted(provenance.items()), sorted((std_scale or {}).items()))
 
     def compute(run) -> StageResult:
         candidates = pd.read_csv(candidates_path)
@@ -39,7 +40,8 @@ def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Pa
                           rank_by=p.screen.rank_by, descending=p.screen.descending, smiles_column=schema.SMILES,
                           seed=p.seed, timeout_s=p.featurize.conformers.timeout_s,
                           max_iterations=p.featurize.conformers.max_iterations,
-                          workers=worker_count(p.featurize.workers), device=ctx.device, extra_columns=extra)
+                          workers=worker_count(p.featurize.workers), device=ctx.device, extra_columns=extra,
+                          std_scale=std_scale)
         return StageResult(stage="screen", key=key, out_dir=str(out_dir),
                            outputs={"predictions": str(res.predictions_path), "rejects": str(res.rejects_path)},
                            metrics={"n_candidates": res.n_input_rows, "n_ranked": res.n_ranked,

@@ -1,4 +1,5 @@
 import doctest
+import json
 import math
 
 import numpy as np
@@ -71,3 +72,36 @@ def test_report_from_long_tables_per_target():
     assert set(r) == {"gap", "homo"}
     assert r["gap"]["n_test"] == 100 and r["gap"]["n_val"] == 100
     assert set(r["gap"]["coverage_recal"]) == {"0.5", "0.68", "0.9", "0.95"}
+
+
+def test_calibrated_intervals_scale_the_spread_and_skip_unknown_targets(tmp_path):
+    table = pd.DataFrame({"gap_mean": [1.0, 2.0], "gap_std": [0.1, 0.0], "mu_mean": [0.5, 0.5],
+                          "mu_std": [0.2, 0.2]})
+    report = {"gap": {"scale": 3.0}, "mu": {"scale": float("nan")}, "homo": {"scale": 2.0}}
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(report))
+    scales = cal.load_std_scales(path)
+    assert scales == {"gap": 3.0, "homo": 2.0}, "a NaN scale states no interval"
+    out = cal.add_calibrated_intervals(table.copy(), scales)
+    assert out["gap_std_calibrated"].tolist() == pytest.approx([0.3, 0.0])
+    assert out["gap_low95"].tolist() == pytest.approx([1.0 - 1.959964 * 0.3, 2.0], abs=1e-5)
+    assert out["gap_high95"].tolist() == pytest.approx([1.0 + 1.959964 * 0.3, 2.0], abs=1e-5)
+    assert "mu_std_calibrated" not in out.columns and "homo_low95" not in out.columns
+    # the scaled interval covers what the validation fit promised: N(0, (s sd)^2) noise
+    y, mu, sd = _gaussian(20000, 3, true_scale=2.5)
+    s = cal.fit_std_scale(y, mu, sd)
+    t = cal.add_calibrated_intervals(pd.DataFrame({"y_mean": mu, "y_std": sd}), {"y": s})
+    inside = ((t["y_low95"] <= y) & (y <= t["y_high95"])).mean()
+    assert inside == pytest.approx(0.95, abs=0.01)
+
+
+def test_unreadable_calibration_report_is_a_clear_error(tmp_path):
+    bad = tmp_path / "calibration.json"
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read the calibration report"):
+        cal.load_std_scales(bad)
+    bad.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a calibration report"):
+        cal.load_std_scales(bad)
+    with pytest.raises(ValueError, match="level"):
+        cal.add_calibrated_intervals(pd.DataFrame(), {}, level=1.5)
