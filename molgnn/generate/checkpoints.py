@@ -33,6 +33,9 @@ def generator_checkpoint(trained: TrainedGenerator) -> dict[str, Any]:
         "n_train": trained.n_train,
         "n_rejects": len(trained.rejects),
         "train_seconds": trained.train_seconds,
+        "steps": trained.steps,
+        "stop_reason": trained.stop_reason,
+        "ema_decay": trained.ema_decay,   # when set, state_dict holds the EMA weights
     }
 
 
@@ -68,4 +71,5 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Trai
     model.to(torch.device(device)).eval()
     return TrainedGenerator(kind=kind, model=model, vocab=vocab, history=list(ckpt.get("history", [])),
                             rejects=[], train_seconds=float(ckpt.get("train_seconds", 0.0)),
-                            n_train=int(ckpt.get("n_train", 0)))
+                            n_train=int(ckpt.get("n_train", 0)), steps=int(ckpt.get("steps", 0)),
+                            stop_reason=str(ckpt.get("stop_reason", "epochs")), ema_decay=ckpt.get("ema_decay"))

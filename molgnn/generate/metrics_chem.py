@@ -200,3 +200,38 @@ def describe_generated(smiles: str | None) -> tuple[str, bytes, list[str], str |
         return None
     return (Chem.MolToSmiles(mol), np.packbits(morgan_fingerprint(mol)).tobytes(),
             brics_fragments(mol), murcko_scaffold(mol), passes_filters(mol))
+
+
+# ----------------------------------------------------------------------------------------------
+# MOSES property distributions (logP, SA, QED, weight)
+
+PROPERTY_NAMES = ("logP", "SA", "QED", "weight")
+
+
+@lru_cache(maxsize=1)
+def _sascorer():
+    """RDKit's Contrib SA_Score (Ertl & Schuffenhauer 2009), the scorer MOSES imports."""
+    import importlib.util
+    import os
+
+    from rdkit.Chem import RDConfig
+
+    path = os.path.join(RDConfig.RDContribDir, "SA_Score", "sascorer.py")
+    spec = importlib.util.spec_from_file_location("molgnn_sascorer", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"RDKit's SA_Score contrib module not found at {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def molecular_properties(smiles: str | None) -> tuple[float, float, float, float] | None:
+    """(logP, SA, QED, weight) as MOSES computes them (Crippen MolLogP, SA_Score, QED, MolWt);
+    None for an invalid SMILES."""
+    from rdkit.Chem import QED, Crippen, Descriptors
+
+    mol = get_mol(smiles)
+    if mol is None:
+        return None
+    return (float(Crippen.MolLogP(mol)), float(_sascorer().calculateScore(mol)), float(QED.qed(mol)),
+            float(Descriptors.MolWt(mol)))
