@@ -101,6 +101,13 @@ def screen_task(ctx: RunContext, candidates: Path, checkpoints: list[Path], prov
     return run_screen(ctx, candidates, checkpoints, provenance)
 
 
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(results: dict[str, StageResult], out_dir: Path, meta: dict) -> Path:
+    from molgnn.report.run_report import write_report
+
+    return write_report(results, out_dir, meta)
+
+
 def _flow_run_id() -> str:
     try:
         from prefect.runtime import flow_run
@@ -112,7 +119,8 @@ def _flow_run_id() -> str:
 
 @flow(name="molgnn-pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[str, Any]:
-    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> generate -> filter -> screen."""
+    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> generate -> filter -> screen -> report."""
+    from molgnn.report.run_report import REPORT_DIR
     from molgnn.stages.finetune import member_checkpoints
     from molgnn.tracking import mlflow_tracking as mt
     from molgnn.tracking.dvc_data import data_md5
@@ -168,12 +176,20 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[
         results["screen"] = screen_task(ctx, results["filter"].path("candidates"),
                                         member_checkpoints(results["finetune"]), provenance)
         logger.info("screen: %s -> %s", results["screen"].metrics, results["screen"].outputs["predictions"])
+
+        # Last: the report reads every stage's result; a rerun rewrites it (cheap) with this run's ids.
+        report = report_task(results, root_path / REPORT_DIR,
+                             {"pipeline_run": parent.run_id, "data_md5": md5, "params_hash": tags[mt.TAG_PARAMS_HASH],
+                              "git_commit": tags[mt.TAG_GIT_COMMIT], "flow_run": tags[mt.TAG_FLOW_RUN],
+                              "rank_by": params.screen.rank_by, "seed": params.seed})
+        parent.log_artifact(report.parent, "report")
+        logger.info("report: %s", report)
     except BaseException:
         parent.finish("FAILED")
         raise
     summary = {f"{name}.{k}": v for name, r in results.items() for k, v in r.metrics.items()}
     parent.log_metrics(summary)
     parent.finish()
-    return {"mlflow_run_id": parent.run_id, "data_md5": md5,
+    return {"mlflow_run_id": parent.run_id, "data_md5": md5, "report": str(report),
             "stages": {name: {"cached": r.cached, "seconds": r.seconds, "metrics": r.metrics,
                               "outputs": r.outputs} for name, r in results.items()}}

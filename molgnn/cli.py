@@ -115,6 +115,30 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from molgnn.config import load_params
+    from molgnn.report.run_report import REPORT_DIR, RESULTS_FILE, load_results, results_from_manifests, write_report
+    from molgnn.tracking.dvc_data import data_md5
+    from molgnn.tracking.provenance import git_commit
+
+    params_path = Path(args.params).resolve()
+    root = params_path.parent
+    out = Path(args.out) if args.out else root / REPORT_DIR
+    if (out / RESULTS_FILE).exists() and not args.from_manifests:
+        # what the pipeline's report was built from, MLflow run ids of that invocation included
+        results, meta = load_results(out)
+    else:
+        params = load_params(params_path)
+        results = results_from_manifests(params, root)
+        meta = {"data_md5": data_md5(root), "params_hash": params.digest(), "git_commit": git_commit(root),
+                "rank_by": params.screen.rank_by, "seed": params.seed}
+    if not results:
+        raise FileNotFoundError(f"no finished stage under {root}: run `molgnn run` first")
+    path = write_report(results, out, meta, top_k=args.top)
+    print(f"report of {len(results)} stages -> {path}")
+    return 0
+
+
 def cmd_sources(args) -> int:
     from molgnn.data.sources import list_sources
 
@@ -182,6 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--show-params", help="comma-separated param names (default: those that differ)")
     m.add_argument("--last", type=int, default=5)
     m.set_defaults(func=cmd_compare)
+
+    rp = sub.add_parser("report", help="rewrite the run report (runs/report/report.md) from a run's outputs")
+    rp.add_argument("--params", default="params.yaml", help="the run's params (its folder is the run root)")
+    rp.add_argument("--out", help="report folder (default: runs/report under the run root)")
+    rp.add_argument("--from-manifests", action="store_true",
+                    help="read the stages' stage.json files instead of the last report's results.json")
+    rp.add_argument("--top", type=int, default=20, help="ranked candidates shown")
+    rp.set_defaults(func=cmd_report)
 
     so = sub.add_parser("sources", help="list the named data sources")
     so.set_defaults(func=cmd_sources)

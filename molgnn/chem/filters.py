@@ -38,6 +38,11 @@ def _alerts(mol: Chem.Mol, catalog: str) -> list[str]:
     return sorted({m.GetDescription() for m in _catalog(catalog).GetMatches(mol)})
 
 
+def sa_score(mol: Chem.Mol) -> float:
+    """Ertl-Schuffenhauer synthetic accessibility, 1 (easy) .. 10 (hard)."""
+    return float(_sascorer().calculateScore(mol))
+
+
 def lipinski_violations(mol: Chem.Mol) -> int:
     """Rule-of-five violations: MW > 500, Crippen logP > 5, H-bond donors > 5, acceptors > 10."""
     return (int(Descriptors.MolWt(mol) > 500) + int(Crippen.MolLogP(mol) > 5)

@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def learning_curve(history: Sequence[dict], keys: Sequence[str], title: str):
@@ -49,14 +52,90 @@ def distributions(series: dict[str, Sequence[float]], label: str):
     return fig
 
 
-def molecule_grid(smiles: Sequence[str], path: str | Path, per_row: int = 6, max_mols: int = 36) -> Path | None:
-    """PNG grid of molecules; returns None when nothing drawable was given."""
-    from rdkit import Chem
+def molecule_grid(smiles: Sequence[str], path: str | Path, per_row: int = 6, max_mols: int = 36,
+                  legends: Sequence[str] | None = None) -> Path | None:
+    """PNG grid of the first ``max_mols`` parsable molecules, each under its legend if given.
+
+    Returns None when nothing drawable was given. Written atomically: a report never links half a PNG.
+    """
+    from rdkit import Chem, RDLogger
     from rdkit.Chem import Draw
 
-    mols = [m for m in (Chem.MolFromSmiles(s) for s in smiles[:max_mols] if s) if m is not None]
+    from molgnn.data.artifacts import atomic_path
+
+    mols, labels = [], []
+    RDLogger.DisableLog("rdApp.*")  # invalid samples are expected here, not worth a log line each
+    try:
+        for i, smi in enumerate(smiles):
+            mol = Chem.MolFromSmiles(smi) if isinstance(smi, str) and smi else None
+            if mol is not None:
+                mols.append(mol)
+                labels.append(legends[i] if legends is not None else "")
+            if len(mols) >= max_mols:
+                break
+    finally:
+        RDLogger.EnableLog("rdApp.*")
     if not mols:
         return None
-    img = Draw.MolsToGridImage(mols, molsPerRow=per_row, subImgSize=(200, 200))
-    img.save(str(path))
+    img = Draw.MolsToGridImage(mols, molsPerRow=min(per_row, len(mols)), subImgSize=(200, 200), legends=labels)
+    with atomic_path(path) as tmp:
+        img.save(str(tmp), format="PNG")
+    return Path(path)
+
+
+# Properties compared between generated and training molecules: column -> axis label.
+PROPERTY_LABELS = {"qed": "QED", "sa_score": "SA score (1 easy .. 10 hard)", "logp": "Crippen logP",
+                   "mol_wt": "molecular weight (Da)", "heavy_atoms": "heavy atoms"}
+
+
+def property_distributions(series: dict[str, "pd.DataFrame"], title: str = "", reference: str = "training"):
+    """One panel per property of ``PROPERTY_LABELS``: normalised step histograms of each table.
+
+    ``series`` maps a name (``training``, a generator) to a :func:`molgnn.report.properties.molecule_properties`
+    table. All series share bins per property so the shapes compare; the ``reference`` series is drawn
+    filled grey underneath.
+    """
+    import numpy as np
+
+    names = list(series)
+    fig, axes = plt.subplots(1, len(PROPERTY_LABELS), figsize=(3.2 * len(PROPERTY_LABELS), 3.0))
+    for ax, (col, label) in zip(axes, PROPERTY_LABELS.items()):
+        values = {n: np.asarray(series[n][col], dtype=float) if col in series[n] else np.array([]) for n in names}
+        values = {n: v[np.isfinite(v)] for n, v in values.items()}
+        pooled = np.concatenate([v for v in values.values()] or [np.array([])])
+        if not len(pooled):
+            ax.set_xlabel(label)
+            continue
+        lo, hi = float(pooled.min()), float(pooled.max())
+        if col == "heavy_atoms":  # integer counts: one bin per count
+            bins = np.arange(np.floor(lo) - 0.5, np.ceil(hi) + 1.5)
+        else:
+            bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 26)
+        for n, v in values.items():
+            if not len(v):
+                continue
+            legend = f"{n} (n={len(v)}, mean {v.mean():.2f})"
+            if n == reference:
+                ax.hist(v, bins=bins, density=True, color="0.75", label=legend)
+            else:
+                ax.hist(v, bins=bins, density=True, histtype="step", lw=1.8, label=legend)
+        ax.set_xlabel(label)
+        ax.set_yticks([])
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("density")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write ``fig`` as PNG atomically and release it (pyplot keeps every open figure otherwise)."""
+    from molgnn.data.artifacts import atomic_path
+
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return Path(path)

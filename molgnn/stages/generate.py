@@ -78,15 +78,19 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
                            info={"generator": kind, "device": ctx.device})
 
     def log(run, result: StageResult) -> None:
-        from molgnn.report.plots import learning_curve, molecule_grid
+        from molgnn.report.figures import generator_figures
+        from molgnn.report.plots import learning_curve
+        from molgnn.report.properties import training_properties
 
         history = json.loads(result.path("history").read_text())
         keys = sorted({k for h in history for k in h if k.endswith("loss")})
         run.log_figure(learning_curve(history, keys, f"{kind} training"), f"{kind}_loss.png")
-        samples = pd.read_csv(result.path("samples"))
-        grid = molecule_grid(samples["smiles"].dropna().tolist(), out_dir / "samples_grid.png")
-        if grid is not None:
-            run.log_artifact(grid)
+        # valid samples in a grid, and QED/SA/logP/MW/size against the training set
+        figures = generator_figures(kind, pd.read_csv(result.path("samples")),
+                                    training_properties(training_smiles(molecules_path), seed=p.seed),
+                                    out_dir / "samples_grid.png", out_dir / "property_distributions.png")
+        for path in figures.values():
+            run.log_artifact(path)
         run.log_artifact(result.path("samples"))
         run.log_artifact(result.path("training_rejects"))
         run.log_artifact(result.path("checkpoint"), "model")

@@ -122,3 +122,45 @@ def test_cli_screen_generate_and_compare_on_the_run(pipeline_run, tmp_path):
 
     proc = run_cli(root, "screen", str(tmp_path / "missing.csv"), "--out", str(tmp_path / "x.csv"))
     assert proc.returncode == 2 and "error" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_shows_every_stage_traceably(pipeline_run):
+    import re
+
+    from molgnn.config import load_params
+    from molgnn.tracking import mlflow_tracking as mt
+
+    root, first, second = pipeline_run
+    report = Path(second["report"])
+    assert report == root / "runs/report/report.md" == Path(first["report"])
+    text = report.read_text()
+    for heading in ["## 1. Data", "## 2. Pretraining", "## 3. Fine-tuning", "## 4. Generation", "### vae",
+                    "### diffusion", "## 5. Filtering", "## 6. Screening", "## Traceability"]:
+        assert heading in text, heading
+    # every number traces back: the pipeline run, each stage's run in it, the data version
+    assert second["mlflow_run_id"] in text and second["data_md5"] in text
+    assert all(f"| {name} |" in text for name in STAGES)
+    links = re.findall(r"\]\(([^)#]+)\)", text)
+    assert {"images/generate_vae_properties.png", "images/generate_diffusion_properties.png",
+            "images/finetune_parity_gap.png"} <= set(links)
+    assert all((report.parent / link).is_file() for link in links)
+    preds = pd.read_csv(root / "runs/screen/candidates.csv")
+    if len(preds):
+        top = preds.iloc[0]
+        assert f"`{top['smiles']}`" in text
+        assert top["generator_run"] in text and top["property_model_run"] in text
+
+    tracker = mt.Tracker.connect(load_params(root / "params.yaml").tracking, root)
+    logged = {a.path for a in tracker.client.list_artifacts(second["mlflow_run_id"], "report")}
+    assert "report/report.md" in logged
+    gen_run = tracker.client.search_runs([tracker.experiment_id],
+                                         f"tags.`{mt.TAG_PARENT}` = '{first['mlflow_run_id']}' and "
+                                         f"tags.`{mt.TAG_STAGE}` = 'generate-vae'")[0]
+    assert "property_distributions.png" in {a.path for a in tracker.client.list_artifacts(gen_run.info.run_id)}
+
+    # `molgnn report` rewrites it from the run's outputs (in-process: a fresh interpreter costs seconds)
+    from molgnn.cli import main
+
+    report.unlink()
+    assert main(["report", "--params", str(root / "params.yaml")]) == 0
+    assert second["mlflow_run_id"] in report.read_text()

@@ -1,0 +1,425 @@
+"""The run report: one Markdown page (PNGs beside it) that shows every stage of a pipeline run.
+
+It is built from the stages' :class:`StageResult` objects and the files they wrote; nothing is
+retrained or rescreened, only cheap figures are redrawn. Every number carries the MLflow run it came
+from. The whole folder is built aside and swapped into place, so a reader (or a crash) never sees a
+half-written report.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from molgnn.data import schema
+from molgnn.data.artifacts import atomic_path
+# The one report module above the stages layer: it reads what the stages produced.
+from molgnn.stages.common import MANIFEST, StageResult
+
+REPORT_DIR = "runs/report"
+REPORT_FILE = "report.md"
+RESULTS_FILE = "results.json"      # the StageResults + run metadata the report was built from
+CANDIDATES_FILE = "candidates.csv"  # the full ranked table, copied so the folder stands alone
+IMAGES = "images"
+
+FILTER_CHECKS = [("valid_rate", "valid"), ("unique_rate", "unique"), ("novel_rate", "novel"),
+                 ("pains_free_rate", "no PAINS alert"), ("qed_rate", "QED >= min"), ("sa_rate", "SA <= max"),
+                 ("lipinski_rate", "Lipinski ok"), ("pass_rate", "**passed all enforced checks**")]
+
+
+# ---------------------------------------------------------------------------------------- formatting
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "–"
+        if value.is_integer():
+            return f"{int(value):,}"
+        if abs(value) >= 1e4:
+            return f"{value:,.0f}"
+        # '#' keeps significant trailing zeros (1.00, 0.170); a bare trailing point goes
+        return f"{value:#.{digits}g}".rstrip(".")
+    return str(value)
+
+
+def pct(value: Any) -> str:
+    return f"{100 * value:.1f} %" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+
+
+def code(value: Any) -> str:
+    return f"`{value}`" if value else "–"
+
+
+def cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(cell(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def image(rel: str, alt: str) -> str:
+    return f"![{alt}]({rel})"
+
+
+# ------------------------------------------------------------------------------------------ sections
+
+class _Builder:
+    """Collects Markdown lines; figures go to ``root/images`` and are linked relatively."""
+
+    def __init__(self, root: Path, results: dict[str, StageResult], meta: dict[str, Any]):
+        self.root, self.results, self.meta = root, results, meta
+        self.images = root / IMAGES
+        self.images.mkdir(parents=True, exist_ok=True)
+        self.lines: list[str] = []
+
+    def add(self, *blocks: str) -> None:
+        """Each block (paragraph, table, image) is followed by a blank line: a table must not touch
+        the paragraph before it, or Markdown renders it as text."""
+        for block in blocks:
+            self.lines += [block, ""]
+
+    def figure(self, fig, name: str, alt: str) -> None:
+        from molgnn.report.plots import save_figure
+
+        save_figure(fig, self.images / name)
+        self.add(image(f"{IMAGES}/{name}", alt))
+
+    def runs_line(self, *stages: str) -> str:
+        parts = [f"{s} {code(self.results[s].info.get('mlflow_run_id') or self.results[s].info.get('produced_by_run'))}"
+                 for s in stages if s in self.results]
+        return "MLflow run: " + ", ".join(parts)
+
+    def cached_note(self, stage: str) -> str:
+        r = self.results[stage]
+        if r.cached:
+            return (f"_Cached: outputs computed by run {code(r.info.get('produced_by_run'))}, "
+                    f"reused unchanged._")
+        return f"_Computed in {fmt(r.seconds)} s._"
+
+
+def _header(b: _Builder) -> None:
+    m = b.meta
+    b.add("# molgnn run report")
+    b.add(table(["", ""], [
+        ["pipeline MLflow run", code(m.get("pipeline_run"))],
+        ["data version (DVC md5 of `data/`)", code(m.get("data_md5"))],
+        ["params hash", code(m.get("params_hash"))],
+        ["git commit", code(m.get("git_commit"))],
+        ["Prefect flow run", code(m.get("flow_run"))],
+        ["report written", time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())],
+    ]))
+    b.add("Every stage is a nested MLflow run under the pipeline run; its id is given in each section "
+          "and in the [traceability](#traceability) table. Open them with "
+          "`mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db`.")
+
+
+def _data(b: _Builder) -> None:
+    b.add("## 1. Data")
+    if "ingest" not in b.results:
+        b.add("_Not run._")
+        return
+    ing = b.results["ingest"]
+    m = ing.metrics
+    b.add(b.runs_line("ingest", "featurize") + f"; data md5 {code(b.meta.get('data_md5'))}.",
+          b.cached_note("ingest"))
+    rows = [["input rows", fmt(m.get("n_input_rows"))],
+            ["kept (standardized, deduplicated)", f"{fmt(m.get('n_kept'))} ({pct(m.get('kept_rate'))})"],
+            ["rejected", fmt(m.get("n_rejected"))]]
+    feat = b.results.get("featurize")
+    if feat is not None:
+        f = feat.metrics
+        rows += [["2D graphs", f"{fmt(f.get('n_graphs'))} ({fmt(f.get('n_graph_failed'))} failed)"],
+                 ["3D structures: given geometry", fmt(f.get("n_geometry_given"))],
+                 ["3D structures: embedded (ETKDGv3 + MMFF)", fmt(f.get("n_conformers_embedded"))],
+                 ["3D structures: failed", fmt(f.get("n_conformer_failed"))],
+                 ["structure rate", pct(f.get("structure_rate"))]]
+    b.add(table(["", "molecules"], rows))
+    reasons = ing.info.get("rejects_by_reason") or {}
+    if reasons:
+        top = sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = top[:10]
+        b.add("Rejected input rows by reason (every row is in `rejects.csv` with its reason):",
+              table(["reason", "rows"], [[r, fmt(n)] for r, n in shown]))
+        if len(top) > len(shown):
+            b.add(f"… and {len(top) - len(shown)} more reasons ({fmt(sum(n for _, n in top[10:]))} rows).")
+    else:
+        b.add("No input row was rejected.")
+
+
+def _pretrain(b: _Builder) -> None:
+    from molgnn.report.plots import learning_curve
+
+    b.add("## 2. Pretraining (PaiNN: denoising + masked atoms)")
+    if "pretrain" not in b.results:
+        b.add("_Not run (pretraining disabled or fine-tuning from scratch)._")
+        return
+    r = b.results["pretrain"]
+    b.add(b.runs_line("pretrain"), b.cached_note("pretrain"))
+    b.add(table(["metric", "value"], [[k, fmt(v)] for k, v in r.metrics.items()]))
+    history = _read_json(r.outputs.get("history"))
+    if history:
+        b.figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss"], "pretraining"),
+                 "pretrain_loss.png", "pretraining loss")
+
+
+def _finetune(b: _Builder) -> None:
+    from molgnn.report.plots import learning_curve, parity
+
+    b.add("## 3. Fine-tuning (PaiNN ensemble)")
+    if "finetune" not in b.results:
+        b.add("_Not run._")
+        return
+    r = b.results["finetune"]
+    m, units = r.metrics, r.info.get("units", {})
+    b.add(b.runs_line("finetune") + f" — init `{r.info.get('init', '?')}`, split `{r.info.get('split', '?')}` "
+          f"({fmt(m.get('n_train'))} train / {fmt(m.get('n_val'))} val / {fmt(m.get('n_test'))} test).",
+          b.cached_note("finetune"))
+    rows = []
+    for t in units:
+        rows.append([t, units.get(t) or "–", fmt(m.get(f"test_mae_{t}")), fmt(m.get(f"test_rmse_{t}")),
+                     fmt(m.get(f"test_r2_{t}"))])
+    b.add("Test-split errors (in the target's unit):", table(["target", "unit", "MAE", "RMSE", "R²"], rows))
+    if any(f"calib_scale_{t}" in m for t in units):
+        rows = [[t, fmt(m.get(f"calib_spearman_{t}")), fmt(m.get(f"calib_scale_{t}")),
+                 f"{pct(m.get(f'calib_coverage95_raw_{t}'))} → {pct(m.get(f'calib_coverage95_{t}'))}",
+                 f"{fmt(m.get(f'calib_miscal_area_raw_{t}'))} → {fmt(m.get(f'calib_miscal_area_{t}'))}"]
+                for t in units]
+        b.add("Uncertainty calibration on the test split (std scale fitted on the validation split; "
+              "raw ensemble spread → calibrated):",
+              table(["target", "Spearman(std, abs error)", "std scale", "95 % interval coverage",
+                     "miscalibration area"], rows))
+    preds = _read_csv(r.outputs.get("test_predictions"))
+    if preds is not None:
+        for t in units:
+            sub = preds[preds["target"] == t].dropna(subset=["y_true", "y_pred"])
+            if len(sub):
+                b.figure(parity(sub["y_true"].tolist(), sub["y_pred"].tolist(), t, units.get(t, "")),
+                         f"finetune_parity_{t}.png", f"parity {t}")
+    histories = _read_json(r.outputs.get("history"))
+    if histories:
+        b.figure(learning_curve(histories[0], ["train_loss", "val_mae"], "fine-tuning (member 0)"),
+                 "finetune_curve.png", "fine-tuning learning curve")
+
+
+def _generate(b: _Builder) -> None:
+    from molgnn.report.figures import generator_figures
+
+    b.add("## 4. Generation")
+    kinds = [name.split("-", 1)[1] for name in b.results if name.startswith("generate-")]
+    if not kinds:
+        b.add("_No generator ran._")
+        return
+    rows = []
+    for kind in kinds:
+        r = b.results[f"generate-{kind}"]
+        m = r.metrics
+        rows.append([kind, pct(m.get("validity")), pct(m.get("validity_after_correction")),
+                     pct(m.get("uniqueness")), pct(m.get("novelty")), fmt(m.get("mean_qed")), fmt(m.get("mean_sa")),
+                     fmt(m.get("train_seconds")), fmt(m.get("sampling_molecules_per_second")),
+                     f"{fmt(m.get('n_training_molecules'))} ({fmt(m.get('n_training_rejected'))} unrepresentable)",
+                     code(r.info.get("mlflow_run_id") or r.info.get("produced_by_run"))])
+    b.add(table(["generator", "validity", "validity after correction", "uniqueness", "novelty", "mean QED",
+                 "mean SA", "training (s)", "sampling (molecules/s)", "training molecules", "MLflow run"], rows))
+    b.add("Validity = RDKit-sanitizable samples / all samples (after correction: once valences are "
+          "repaired); uniqueness over valid, novelty over unique (not in the training set).")
+    training = _training_properties(b)
+    for kind in kinds:
+        r = b.results[f"generate-{kind}"]
+        b.add(f"### {kind}", b.cached_note(f"generate-{kind}"))
+        samples = _read_csv(r.outputs.get("samples"))
+        if samples is None:
+            b.add("_Samples file missing._")
+            continue
+        figs = generator_figures(kind, samples, training if training is not None else pd.DataFrame(),
+                                 b.images / f"generate_{kind}_grid.png",
+                                 b.images / f"generate_{kind}_properties.png")
+        if "grid" in figs:
+            b.add("Valid samples (legend: sample number, QED):",
+                  image(f"{IMAGES}/{figs['grid'].name}", f"{kind} samples"))
+        else:
+            b.add("_No valid sample to draw._")
+        b.add("Property distributions of the valid samples against the training set:",
+              image(f"{IMAGES}/{figs['distributions'].name}", f"{kind} property distributions"))
+
+
+def _training_properties(b: _Builder):
+    from molgnn.report.properties import training_properties
+
+    ing = b.results.get("ingest")
+    path = ing.outputs.get("molecules") if ing else None
+    if not path or not Path(path).exists():
+        return None
+    smiles = pd.read_parquet(path, columns=[schema.SMILES])[schema.SMILES].tolist()
+    return training_properties(smiles, seed=int(b.meta.get("seed", 0) or 0))
+
+
+def _filter(b: _Builder) -> None:
+    b.add("## 5. Filtering")
+    if "filter" not in b.results:
+        b.add("_Not run._")
+        return
+    r = b.results["filter"]
+    m = r.metrics
+    kinds = [name.split("-", 1)[1] for name in b.results if name.startswith("generate-")]
+    b.add(b.runs_line("filter") + f" — {fmt(m.get('n_samples'))} samples in, "
+          f"{fmt(m.get('n_candidates'))} candidates out.", b.cached_note("filter"))
+    headers = ["fraction of samples that are …", "all", *kinds]
+    rows = [[label, pct(m.get(key)), *[pct(m.get(f"{k}_{key}")) for k in kinds]] for key, label in FILTER_CHECKS]
+    b.add(table(headers, rows))
+    rejects = r.info.get("rejects_by_stage") or {}
+    if rejects:
+        b.add("Rejected samples by the first check they failed (all in `filter_rejects.csv`):",
+              table(["check", "samples"], [[k, fmt(v)] for k, v in sorted(rejects.items(), key=lambda kv: -kv[1])]))
+
+
+def _screen(b: _Builder, top_k: int) -> None:
+    b.add("## 6. Screening and ranked candidates")
+    if "screen" not in b.results:
+        b.add("_Not run._")
+        return
+    r = b.results["screen"]
+    m = r.metrics
+    b.add(b.runs_line("screen") + f" — {fmt(m.get('n_candidates'))} candidates, {fmt(m.get('n_ranked'))} ranked, "
+          f"{fmt(m.get('n_rejected'))} rejected (each with its reason in `candidates.rejects.csv`).",
+          b.cached_note("screen"))
+    preds = _read_csv(r.outputs.get("predictions"))
+    if preds is None or not len(preds):
+        b.add("_No candidate was ranked._")
+        return
+    shutil.copyfile(r.outputs["predictions"], b.root / CANDIDATES_FILE)
+    targets = [c[:-len("_mean")] for c in preds.columns if c.endswith("_mean")]
+    rank_by = b.meta.get("rank_by")
+    b.add(f"Top {min(top_k, len(preds))} of {len(preds)}"
+          + (f", ranked by predicted {rank_by}" if rank_by else "")
+          + f" (full table: [{CANDIDATES_FILE}]({CANDIDATES_FILE})). Predictions are the ensemble mean ± "
+          "its spread; the 95 % interval uses the calibrated spread where the fine-tune stage fitted one.")
+    headers = ["rank", "SMILES", "generator"]
+    for t in targets:
+        headers.append(f"{t} (mean ± std)")
+        if f"{t}_low95" in preds.columns:
+            headers.append(f"{t} 95 % interval")
+    headers += ["QED", "SA", "generator run", "data md5", "property-model run"]
+    rows = []
+    for rec in preds.head(top_k).to_dict("records"):
+        row = [rec.get("rank"), f"`{rec.get(schema.SMILES)}`", rec.get("generator", "–")]
+        for t in targets:
+            row.append(f"{fmt(rec.get(f'{t}_mean'))} ± {fmt(rec.get(f'{t}_std'), 2)}")
+            if f"{t}_low95" in preds.columns:
+                row.append(f"[{fmt(rec.get(f'{t}_low95'))}, {fmt(rec.get(f'{t}_high95'))}]")
+        row += [fmt(rec.get("qed")), fmt(rec.get("sa_score")), code(_str(rec.get("generator_run"))),
+                code(_str(rec.get("data_md5"))), code(_str(rec.get("property_model_run")))]
+        rows.append(row)
+    b.add(table(headers, rows))
+
+
+def _traceability(b: _Builder) -> None:
+    b.add("## Traceability",
+          "Each stage's MLflow run in this pipeline invocation, and the run that computed its outputs "
+          "(the same unless the stage was cached by content hash of its inputs and parameters).")
+    rows = [[name, code(r.info.get("mlflow_run_id")), code(r.info.get("produced_by_run")), fmt(r.cached),
+             fmt(r.seconds), code(r.key), f"`{r.out_dir}`"] for name, r in b.results.items()]
+    b.add(table(["stage", "MLflow run", "outputs produced by run", "cached", "seconds", "stage key", "outputs"],
+                rows))
+
+
+# ---------------------------------------------------------------------------------------------- api
+
+def write_report(results: dict[str, StageResult], out_dir: str | Path, meta: dict[str, Any] | None = None,
+                 top_k: int = 20) -> Path:
+    """Write ``out_dir/report.md`` with its images, the ranked table and ``results.json``.
+
+    ``meta``: ``pipeline_run``, ``data_md5``, ``params_hash``, ``git_commit``, ``flow_run``, ``rank_by``,
+    ``seed`` (any may be missing). Returns the report's path. The folder is built beside ``out_dir``
+    and swapped in whole: an interrupted report leaves the previous one untouched.
+    """
+    out_dir = Path(out_dir)
+    meta = dict(meta or {})
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        b = _Builder(staging, results, meta)
+        _header(b)
+        _data(b)
+        _pretrain(b)
+        _finetune(b)
+        _generate(b)
+        _filter(b)
+        _screen(b, top_k)
+        _traceability(b)
+        with atomic_path(staging / RESULTS_FILE) as tmp:
+            tmp.write_text(json.dumps({"meta": meta, "stages": {k: dataclasses.asdict(r) for k, r in results.items()}},
+                                      indent=2, default=str))
+        with atomic_path(staging / REPORT_FILE) as tmp:
+            tmp.write_text("\n".join(b.lines))
+        _swap_in(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out_dir / REPORT_FILE
+
+
+def _swap_in(staging: Path, out_dir: Path) -> None:
+    """Replace ``out_dir`` by ``staging``: two renames, so the report is either the old or the new one."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+        os.replace(out_dir, old)
+    os.replace(staging, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def load_results(report_dir: str | Path) -> tuple[dict[str, StageResult], dict[str, Any]]:
+    """The StageResults and metadata a previous report was built from (its ``results.json``)."""
+    data = json.loads((Path(report_dir) / RESULTS_FILE).read_text())
+    return {k: StageResult(**v) for k, v in data["stages"].items()}, data.get("meta", {})
+
+
+def results_from_manifests(params, root: Path) -> dict[str, StageResult]:
+    """Each stage's finished result as its ``stage.json`` records it, in pipeline order (no MLflow
+    run of an invocation is known this way; ``produced_by_run`` is)."""
+    root = Path(root)
+
+    def resolve(p: str | Path) -> Path:
+        return Path(p) if Path(p).is_absolute() else root / p
+
+    dirs = {"ingest": resolve(params.data.out_dir), "featurize": resolve(params.featurize.out_dir),
+            "pretrain": resolve("runs/pretrain"), "finetune": resolve("runs/finetune"),
+            **{f"generate-{k}": resolve(params.generate.out_dir) / k for k in params.generate.models},
+            "filter": resolve("runs/filter"), "screen": resolve(params.screen.out).parent}
+    out = {}
+    for name, d in dirs.items():
+        manifest = d / MANIFEST
+        if manifest.exists():
+            data = json.loads(manifest.read_text())
+            if data.get("stage") == name:
+                out[name] = StageResult(**data)
+    return out
+
+
+def _read_json(path: str | None):
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else None
+
+
+def _read_csv(path: str | None) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path and Path(path).exists() else None
+
+
+def _str(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
