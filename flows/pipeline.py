@@ -95,10 +95,11 @@ def filter_task(ctx: RunContext, samples: dict[str, Path], molecules: Path) -> S
 
 
 @task(name="screen", cache_policy=NO_CACHE)
-def screen_task(ctx: RunContext, candidates: Path, checkpoints: list[Path], provenance: dict) -> StageResult:
+def screen_task(ctx: RunContext, candidates: Path, checkpoints: list[Path], provenance: dict,
+                std_scale: dict | None = None) -> StageResult:
     from molgnn.stages.screen import run_screen
 
-    return run_screen(ctx, candidates, checkpoints, provenance)
+    return run_screen(ctx, candidates, checkpoints, provenance, std_scale)
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -174,7 +175,8 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[
                       **{f"generator_run.{k}": results[f"generate-{k}"].info.get("produced_by_run", "")
                          for k in params.generate.models}}
         results["screen"] = screen_task(ctx, results["filter"].path("candidates"),
-                                        member_checkpoints(results["finetune"]), provenance)
+                                        member_checkpoints(results["finetune"]), provenance,
+                                        results["finetune"].info.get("std_scale"))
         logger.info("screen: %s -> %s", results["screen"].metrics, results["screen"].outputs["predictions"])
 
         # Last: the report reads every stage's result; a rerun rewrites it (cheap) with this run's ids.

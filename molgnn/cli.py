@@ -68,12 +68,29 @@ def cmd_screen(args) -> int:
         raise FileNotFoundError(f"no fine-tuned models at {args.models}: run `molgnn run` first or pass --models")
     checkpoints = [load_checkpoint(m) for m in models]
     rank_by = args.rank_by or next(iter(checkpoints[0].get("target_stats", {})), None)
+    std_scale = _std_scales(args.calibration, models[0].parent)
     res = screen_file(args.inputs, Path(args.out), checkpoints, rank_by=rank_by,
                       descending=not args.ascending, smiles_column=args.smiles_column, seed=args.seed,
-                      timeout_s=args.timeout, workers=args.workers, device=args.device)
+                      timeout_s=args.timeout, workers=args.workers, device=args.device, std_scale=std_scale)
+    if std_scale:
+        print("calibrated 95% intervals (std scale " +
+              ", ".join(f"{t} x{s:.2f}" for t, s in std_scale.items()) + ")")
     print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked by {rank_by} -> {res.predictions_path}, "
           f"{res.n_rejected} rejected -> {res.rejects_path}")
     return 0
+
+
+def _std_scales(choice: str, models_dir: Path) -> dict[str, float]:
+    """Per-target std scales from ``--calibration`` (a path, ``auto`` or ``none``)."""
+    from molgnn.screen.calibration import load_std_scales
+    from molgnn.stages.finetune import CALIBRATION_FILE
+
+    if choice == "none":
+        return {}
+    if choice == "auto":
+        path = models_dir / CALIBRATION_FILE
+        return load_std_scales(path) if path.is_file() else {}
+    return load_std_scales(choice)
 
 
 def _screen_two_tier(args) -> int:
@@ -178,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+")
     s.add_argument("--out", required=True, help="ranked predictions CSV; rejects go to <out>.rejects.csv")
     s.add_argument("--models", default="runs/finetune", help="a folder of member_*.pt or one checkpoint")
+    s.add_argument("--calibration", default="auto",
+                   help="calibration.json of the fine-tune stage for calibrated 95%% intervals "
+                        "(auto: the one beside --models if present; none: raw ensemble spread only)")
     s.add_argument("--rank-by", help="target to rank by (default: the model's first target)")
     s.add_argument("--ascending", action="store_true")
     s.add_argument("--smiles-column")

@@ -61,6 +61,10 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
         assert {"gap_mean", "gap_std", "homo_mean", "generator", "generator_run", "data_md5",
                 "property_model_run"} <= set(preds.columns)
         assert (preds["gap_std"] >= 0).all()
+        # intervals use the ensemble spread times the scale fitted on the validation split
+        scale = first["stages"]["finetune"]["metrics"]["calib_scale_gap"]
+        assert preds["gap_std_calibrated"].to_numpy() == pytest.approx(scale * preds["gap_std"].to_numpy())
+        assert (preds["gap_low95"] <= preds["gap_mean"]).all() and (preds["gap_mean"] <= preds["gap_high95"]).all()
         assert preds["gap_mean"].is_monotonic_decreasing
         assert preds["rank"].tolist() == list(range(1, len(preds) + 1))
     f = first["stages"]["filter"]["metrics"]
@@ -107,7 +111,11 @@ def test_cli_screen_generate_and_compare_on_the_run(pipeline_run, tmp_path):
     assert proc.returncode == 0, proc.stderr
     preds, rejects = pd.read_csv(out), pd.read_csv(tmp_path / "preds.rejects.csv")
     assert set(preds["smiles"]) == {"CCO", "Oc1ccccc1"}
-    assert {"gap_mean", "gap_std"} <= set(preds.columns)
+    assert {"gap_mean", "gap_std", "gap_std_calibrated", "gap_low95", "gap_high95"} <= set(preds.columns)
+    assert "calibrated 95% intervals" in proc.stdout
+    proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "raw.csv"), "--calibration", "none")
+    assert proc.returncode == 0, proc.stderr
+    assert "gap_std_calibrated" not in pd.read_csv(tmp_path / "raw.csv").columns
     # the blank line is a row of its own: every non-header line ends in one of the two files
     assert len(preds) + len(rejects) == 6
 
