@@ -3,12 +3,16 @@
 #
 #   benchmarks/run_gpu_benchmarks.sh all  OUT_DIR SECONDS   # throughput (both sides), then accuracy until SECONDS
 #   benchmarks/run_gpu_benchmarks.sh acc  OUT_DIR SECONDS   # continue the accuracy run from its state file
+#   benchmarks/run_gpu_benchmarks.sh tput OUT_DIR SECONDS   # throughput only (schnetpack at batch 100 and 200,
+#                                                           # molgnn with CUDA graphs), no accuracy run; exits
+#                                                           # non-zero if any variant failed; writes
+#                                                           # painn_throughput_graphs{,_detail}.json
 #
 # Needs .bench/gpu/qm9.npz (benchmarks/prepare_qm9.py, hard-linked there) and, where schnetpack is not
 # installed, its wheels in .whl/sp (installed into /tmp/site). MOLGNN_COMMIT names the code version
 # recorded in the results; TIME_BUDGET (default 780) is the accuracy run's total training seconds.
 set -o pipefail
-phase=${1:?phase: all or acc}
+phase=${1:?phase: all, acc or tput}
 out=${2:?output folder}
 seconds=${3:-570}
 start=$(date +%s)
@@ -22,6 +26,16 @@ commit=${MOLGNN_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 budget=${TIME_BUDGET:-780}
 npz=.bench/gpu/qm9.npz
 nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.max.sm --format=csv,noheader 2>/dev/null
+if [ "$phase" = tput ]; then
+    # most important first: what misses --stop-at is skipped and reported as such
+    variants=${TPUT_VARIANTS:-"b100 b100-graphs b100-compile-graphs b200-graphs b200 b100-compile"}
+    python3 benchmarks/painn_throughput.py --npz $npz --out "$out" --commit "$commit" --stop-at $((start + seconds)) \
+        --sp-batch-sizes 100 200 --variants $variants --name painn_throughput_graphs \
+        --title "schnetpack at batch 100 and 200, molgnn with CUDA graphs" \
+        --command "benchmarks/run_gpu_benchmarks.sh tput OUT $seconds (benchmarks/painn_throughput.py)" \
+        2>&1 | grep -v -E "FutureWarning|warnings.warn" | tee "$out/throughput.log"
+    exit "${PIPESTATUS[0]}"
+fi
 if [ "$phase" = all ]; then
     python3 benchmarks/painn_throughput.py --npz $npz --out "$out" --commit "$commit" --stop-at $((start + 280)) \
         --command "benchmarks/run_gpu_benchmarks.sh all OUT $seconds (benchmarks/painn_throughput.py)" \

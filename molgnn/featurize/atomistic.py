@@ -255,8 +255,12 @@ class DeviceBatcher:
         return int(self.pair_local.shape[0])
 
     def batches(self, indices: Sequence[int] | np.ndarray | torch.Tensor, batch_size: int, *,
-                drop_last: bool = False) -> Iterator[dict[str, torch.Tensor]]:
-        """Batches of ``indices`` in the given order (shuffle them before calling)."""
+                drop_last: bool = False, pad: tuple[int, int] | None = None) -> Iterator[dict[str, torch.Tensor]]:
+        """Batches of ``indices`` in the given order (shuffle them before calling).
+
+        ``pad=(atom_multiple, pair_multiple)``: every batch padded by :func:`pad_batch` to
+        ``batch_size + 1`` molecule slots and atom/pair counts rounded up to those multiples (with at
+        least two dummy atoms), so that an epoch has only a handful of distinct batch shapes."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
         idx_cpu = torch.as_tensor(np.asarray(indices, dtype=np.int64))
@@ -272,7 +276,13 @@ class DeviceBatcher:
         stop = n - (n % batch_size if drop_last else 0)
         for s in range(0, stop, batch_size):
             e = min(s + batch_size, n)
-            yield self.batch(idx_dev[s:e], cum_atoms[e] - cum_atoms[s], cum_pairs[e] - cum_pairs[s])
+            n_at, n_pr = cum_atoms[e] - cum_atoms[s], cum_pairs[e] - cum_pairs[s]
+            b = self.batch(idx_dev[s:e], n_at, n_pr)
+            if pad is not None:
+                atoms, pairs = padded_capacity(n_at, n_pr, pad)
+                b = pad_batch(b, atoms=atoms, pairs=pairs, molecules=batch_size + 1, cutoff=self.cutoff,
+                              target_names=self.dataset.target_names)
+            yield b
 
     def batch(self, idx: torch.Tensor, n_atoms_total: int, n_pairs_total: int) -> dict[str, torch.Tensor]:
         """One batch of dataset molecules ``idx`` (on the device) holding the given totals of atoms and pairs."""
@@ -300,3 +310,56 @@ class DeviceBatcher:
             for k, name in enumerate(ds.target_names):
                 batch[name] = y[:, k]
         return batch
+
+
+def padded_capacity(n_atoms: int, n_pairs: int, multiples: tuple[int, int]) -> tuple[int, int]:
+    """(atoms, pairs) a batch of ``n_atoms`` atoms and ``n_pairs`` pairs is padded to: rounded up to
+    the given multiples, keeping at least two dummy atoms (the dummy pairs join two of them)."""
+    am, pm = (int(m) for m in multiples)
+    if am < 2 or pm < 1:
+        raise ValueError(f"pad multiples must be >= 2 atoms and >= 1 pair, got {multiples}")
+    return -(-(n_atoms + 2) // am) * am, -(-max(n_pairs, 1) // pm) * pm
+
+
+def pad_batch(batch: dict[str, torch.Tensor], *, atoms: int, pairs: int, molecules: int, cutoff: float,
+              target_names: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """The batch padded to fixed sizes (``atoms`` atoms, ``pairs`` pairs, ``molecules`` slots) that
+    give the same predictions for its real molecules and the same masked loss and gradients.
+
+    - Dummy atoms (Z 0, the spare embedding row) all belong to the last slot, sit on a line
+      ``2 * cutoff`` apart, and the dummy pairs join dummy atoms only (d_k -> d_k+1): every dummy
+      distance is >= 2 cutoff, so the cosine cutoff makes their filters exactly 0, directions stay
+      finite (no 0/0), and no real atom receives anything from them.
+    - Slots after the real molecules (the empty ones of a short batch and the dummy slot) have NaN
+      targets, so the masked loss skips them, and an atom count >= 1 so mean aggregation stays finite.
+    - ``idx`` still lists only the real molecules.
+    """
+    Z, R = batch[props.Z], batch[props.R]
+    n, p, b = Z.shape[0], batch[props.idx_i].shape[0], batch[props.n_atoms].shape[0]
+    n_dummy, n_extra = atoms - n, pairs - p
+    if n_dummy < 2 or n_extra < 0 or molecules < b + 1:
+        raise ValueError(f"cannot pad {n} atoms, {p} pairs, {b} molecules to {atoms}, {pairs}, {molecules} "
+                         "(needs >= 2 dummy atoms and one spare molecule slot)")
+    dev = Z.device
+    k = torch.arange(n_dummy, device=dev)
+    line = (k + 1).to(R.dtype) * (2.0 * float(cutoff))
+    R_d = torch.stack([torch.zeros_like(line), torch.zeros_like(line), line], dim=1)
+    q = torch.arange(n_extra, device=dev)
+    idx_i = torch.cat([batch[props.idx_i], n + q % n_dummy])
+    idx_j = torch.cat([batch[props.idx_j], n + (q + 1) % n_dummy])
+    R_all = torch.cat([R, R_d])
+    n_mol = batch[props.n_atoms]
+    out = dict(batch)
+    out.update({
+        props.Z: torch.cat([Z, torch.zeros(n_dummy, dtype=Z.dtype, device=dev)]),
+        props.R: R_all,
+        props.idx_m: torch.cat([batch[props.idx_m], torch.full((n_dummy,), molecules - 1, dtype=torch.long, device=dev)]),
+        props.n_atoms: torch.cat([n_mol, torch.ones(molecules - 1 - b, dtype=n_mol.dtype, device=dev),
+                                  torch.full((1,), n_dummy, dtype=n_mol.dtype, device=dev)]),
+        props.idx_i: idx_i, props.idx_j: idx_j, props.Rij: R_all[idx_j] - R_all[idx_i],
+        props.offsets: torch.zeros(pairs, 3, dtype=R.dtype, device=dev),
+    })
+    for name in target_names:
+        y = batch[name]
+        out[name] = torch.cat([y, torch.full((molecules - b,), float("nan"), dtype=y.dtype, device=dev)])
+    return out

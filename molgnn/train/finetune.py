@@ -27,11 +27,13 @@ from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_
 from molgnn.models.property_model import (PropertyModel, element_counts, fit_atom_refs, predict_properties,
                                           target_statistics)
 from molgnn.train.checkpoints import checkpoint_from_model
+from molgnn.train.cuda_graph_step import GraphedStep
 from molgnn.train.pretrain import LogFn, TrainingDivergedError, as_dataset, sync
 from molgnn.train.resume import Deadline, fingerprint, load_state, restore_rng, rng_state, save_state
 
 SCHEDULERS = ("plateau", "cosine", "cosine-time")
 AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEFAULT_PAD_BUCKETS = (128, 4096)  # atoms, pairs: ~3 atom x ~3 pair buckets for QM9 batches of 100
 
 
 class SplitError(ValueError):
@@ -149,7 +151,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
              eval_test: bool = False, fused_optimizer: bool | None = None,
              state_path: str | Path | None = None, max_seconds: float | None = None,
              time_budget_s: float | None = None, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
-             dist_check_every: int = 25) -> FinetuneResult:
+             dist_check_every: int = 25, cuda_graphs: bool = False,
+             pad_buckets: tuple[int, int] | None = None) -> FinetuneResult:
     """Train a PropertyModel on ``finetune_cfg.targets``; ``pretrained`` (a pretrain checkpoint) seeds
     the encoder, None trains from scratch.
 
@@ -168,6 +171,15 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
       evaluation stays in float32.
     - ``compile_model``: ``torch.compile(dynamic=True)`` of the training forward pass.
     - ``fused_optimizer``: fused AdamW (default: on CUDA).
+    - ``pad_buckets=(atom_multiple, pair_multiple)``: training batches padded to ``batch_size + 1``
+      molecule slots and atom/pair counts rounded up to these multiples (dummy atoms and pairs that
+      change neither predictions nor loss nor gradients; :func:`~molgnn.featurize.atomistic.pad_batch`),
+      so that batches come in a few shapes. Implies ``device_batches``.
+    - ``cuda_graphs``: each padded shape's whole training step (forward, loss, backward, clipping,
+      AdamW with ``capturable=True`` and a tensor lr) is captured once as a CUDA graph and replayed
+      (:class:`~molgnn.train.cuda_graph_step.GraphedStep`); removes the per-kernel launch cost that
+      bounds small batches. CUDA only, single process, not with fp16; ``pad_buckets`` defaults to
+      ``DEFAULT_PAD_BUCKETS``. Works with ``compile_model`` (the compiled model is captured).
     - ``eval_every``: validate every N epochs (and after the last); ``eval_test`` also records the
       test MAE of the current weights in the history (a learning curve; never used for selection).
 
@@ -202,6 +214,14 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     targets = list(finetune_cfg.targets)
     device = torch.device(device)
     dist = _dist_info()
+    if cuda_graphs:
+        if device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, got {device} (pad_buckets alone works anywhere)")
+        if dist.world > 1:
+            raise ValueError("cuda_graphs=True is not supported with DistributedDataParallel")
+        if amp == "fp16":
+            raise ValueError("cuda_graphs=True does not support amp='fp16' (its gradient scaler syncs with the host)")
+        pad_buckets = tuple(pad_buckets) if pad_buckets is not None else DEFAULT_PAD_BUCKETS
     dataset = _dataset_with_targets(structures, targets_df, targets).to(device)
     train_idx, val_idx, test_idx = resolve_split(split, dataset)
     labels = _labels(dataset, targets)
@@ -230,8 +250,12 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     scale = torch.tensor([_nanstd(y_train[:, k]) for k in range(len(targets))], dtype=torch.float32)
 
     fused = (device.type == "cuda") if fused_optimizer is None else fused_optimizer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=finetune_cfg.lr, weight_decay=weight_decay,
-                                  **({"fused": True} if fused else {}))
+    opt_kw: dict[str, Any] = {"fused": True} if fused else {}
+    lr0: float | torch.Tensor = finetune_cfg.lr
+    if cuda_graphs:  # a graph reads the lr from this tensor; schedulers fill it in place
+        opt_kw["capturable"] = True
+        lr0 = torch.tensor(finetune_cfg.lr, dtype=torch.float32, device=device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr0, weight_decay=weight_decay, **opt_kw)
     if scheduler == "plateau":
         sched: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=0.5, patience=lr_patience if lr_patience is not None else max(1, finetune_cfg.patience // 2))
@@ -272,6 +296,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
             global_step, spent = int(state["global_step"]), float(state["train_seconds"])
             running = dict(state["running"])
             completed = bool(state["completed"])
+            if cuda_graphs:
+                _make_capturable(optimizer, device)
 
     train_model: torch.nn.Module = model
     if dist.world > 1:
@@ -279,7 +305,9 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     forward = torch.compile(train_model, dynamic=True) if compile_model else train_model
-    batcher = DeviceBatcher(dataset, model.cutoff) if device_batches else None
+    batcher = DeviceBatcher(dataset, model.cutoff) if device_batches or pad_buckets is not None else None
+    graphed = (GraphedStep(forward, model, optimizer, targets, scale_dev, grad_clip, AMP_DTYPES[amp])
+               if cuda_graphs else None)
     autocast = (torch.autocast(device_type=device.type, dtype=AMP_DTYPES[amp]) if amp is not None
                 else contextlib.nullcontext())
     deadline = Deadline(max_seconds)
@@ -294,7 +322,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
             return
         save_state(state_path, {
             "kind": "finetune-state", "fingerprint": fp, "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "scheduler": sched.state_dict() if sched is not None else None,
+            "optimizer": _optimizer_state(optimizer), "scheduler": sched.state_dict() if sched is not None else None,
             "scaler": scaler.state_dict() if scaler is not None else None, "epoch": at_epoch, "step": at_step,
             "epoch_order_rng": epoch_rng, **rng_state(device),
             "best": {"score": best_score, "epoch": best_epoch, "state": best_state},
@@ -314,7 +342,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         bs = finetune_cfg.batch_size
         todo = perm[start_step * bs:]
         if batcher is not None:
-            batches = batcher.batches(todo, bs)
+            batches = batcher.batches(todo, bs, pad=pad_buckets)
         else:
             batches = iterate_batches(dataset, todo, batch_size=bs, cutoff=model.cutoff, device=device)
         model.train()
@@ -328,16 +356,20 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
             if scheduler == "cosine-time":
                 _set_lr(optimizer, _cosine_time_lr(base_lr, total_spent(), time_budget_s, global_step,
                                                    warmup_steps, min_lr_ratio))
-            y = torch.stack([batch[t] for t in targets], dim=-1).to(torch.float32)
-            with autocast:
-                pred = forward(batch)
-            loss = masked_scaled_mse(pred.float(), y, scale_dev, check=check_every == 1)
+            if graphed is not None:
+                loss = graphed(batch)  # the whole step, replayed from a CUDA graph
+            else:
+                y = torch.stack([batch[t] for t in targets], dim=-1).to(torch.float32)
+                with autocast:
+                    pred = forward(batch)
+                loss = masked_scaled_mse(pred.float(), y, scale_dev, check=check_every == 1)
             if check_every and (step + 1) % check_every == 0:
                 value = float(loss.detach())
                 if not math.isfinite(value):
                     raise TrainingDivergedError(f"fine-tuning loss is {value} at epoch {epoch}, batch {step}")
-            optimizer.zero_grad(set_to_none=True)
-            optimizer_step(loss, model, optimizer, scaler, grad_clip)
+            if graphed is None:
+                optimizer.zero_grad(set_to_none=True)
+                optimizer_step(loss, model, optimizer, scaler, grad_clip)
             b = int(min(bs, len(todo) - (step - start_step) * bs))
             loss_acc += loss.detach().double() * b
             n_mol += b
@@ -367,9 +399,11 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         start_step = 0
         last = epoch == finetune_cfg.epochs or budget_over
         metrics: dict[str, float] = {
-            "train_loss": running["loss_sum"] / max(running["n_mol"], 1), "lr": optimizer.param_groups[0]["lr"],
+            "train_loss": running["loss_sum"] / max(running["n_mol"], 1), "lr": float(optimizer.param_groups[0]["lr"]),
             "seconds": running["seconds"],
             "molecules_per_second": running["n_mol"] / running["seconds"] if running["seconds"] > 0 else math.nan}
+        if graphed is not None:
+            metrics["cuda_graphs_captured"] = graphed.n_graphs
         running = {"loss_sum": 0.0, "n_mol": 0, "seconds": 0.0}
         evaluate = epoch % eval_every == 0 or last or out_of_time
         score = math.nan
@@ -514,5 +548,34 @@ def _cosine_time_lr(base_lr: float, spent: float, budget: float, step: int, warm
 
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(lr)  # in place: a CUDA graph reads this tensor
+        else:
+            group["lr"] = lr
+
+
+def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The optimizer's state dict as a run without CUDA graphs saves it (float learning rates, not
+    capturable), so that a state loads the same with or without them (:func:`_make_capturable`)."""
+    sd = optimizer.state_dict()
+    for group in sd["param_groups"]:
+        group["capturable"] = False
+        for key in ("lr", "initial_lr"):
+            if torch.is_tensor(group.get(key)):
+                group[key] = float(group[key])
+    return sd
+
+
+def _make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """After loading a state saved without CUDA graphs: the hyperparameters loaded with it (float lr,
+    capturable off, steps on the host) made ready for capture again."""
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        lr = group["lr"]
+        if not torch.is_tensor(lr) or lr.device != device:
+            group["lr"] = torch.tensor(float(lr), dtype=torch.float32, device=device)
+        for p in group["params"]:
+            st = optimizer.state.get(p, {})
+            if torch.is_tensor(st.get("step")) and st["step"].device != p.device:
+                st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
 

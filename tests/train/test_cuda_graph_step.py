@@ -1,0 +1,112 @@
+"""The CUDA-graph training step: its bookkeeping (static inputs, one graph per shape, eager first step)
+emulated on CPU, and padded fine-tuning training the same model as unpadded fine-tuning."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from molgnn.config import FinetuneConfig, ModelConfig
+from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher
+from molgnn.models.property_model import PropertyModel
+from molgnn.train.cuda_graph_step import GraphedStep
+from molgnn.train.finetune import finetune, masked_scaled_mse
+from molgnn.train.steps import optimizer_step
+
+CFG = ModelConfig(n_atom_basis=8, n_interactions=2, n_rbf=6, cutoff=3.0)
+SPLIT = (np.arange(28), np.arange(28, 34), np.arange(34, 40))
+
+
+def synthetic(n_mol: int = 40, seed: int = 0) -> AtomisticDataset:
+    rng = np.random.default_rng(seed)
+    n = rng.integers(3, 10, n_mol)
+    ptr = np.concatenate([[0], np.cumsum(n)])
+    z = rng.choice([1, 6, 7, 8], ptr[-1]).astype(np.uint8)
+    pos = rng.uniform(0, 2.5, (ptr[-1], 3))
+    gap = np.array([z[a:b].mean() / 4 + pos[a:b, 0].std() for a, b in zip(ptr[:-1], ptr[1:])])
+    u0 = np.array([-(z[a:b].astype(float) ** 1.5).sum() for a, b in zip(ptr[:-1], ptr[1:])])
+    y = torch.tensor(np.stack([gap, u0], 1))
+    return AtomisticDataset(np.array([f"m{i}" for i in range(n_mol)]), torch.from_numpy(z),
+                            torch.from_numpy(pos).float(), torch.from_numpy(ptr), y, ["gap", "U0"])
+
+
+def _cfg(**kw) -> FinetuneConfig:
+    return FinetuneConfig(**{**dict(targets=["gap", "U0"], epochs=3, batch_size=5, lr=2e-3, patience=10), **kw})
+
+
+def _model_and_opt(lr_tensor: bool):
+    torch.manual_seed(0)
+    model = PropertyModel(CFG, ["gap", "U0"])
+    lr = torch.tensor(3e-3) if lr_tensor else 3e-3
+    return model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2, foreach=False)
+
+
+def test_graphed_step_bookkeeping_matches_eager_unpadded_steps():
+    torch.set_num_threads(1)
+    ds = synthetic()
+    batcher = DeviceBatcher(ds, CFG.cutoff)
+    order = np.random.default_rng(0).permutation(28)
+    scale = torch.tensor([0.5, 3.0])
+
+    ref_model, ref_opt = _model_and_opt(lr_tensor=False)
+    ref_losses = []
+    for _ in range(2):
+        for batch in batcher.batches(order, 6):
+            y = torch.stack([batch[t] for t in ["gap", "U0"]], -1).float()
+            loss = masked_scaled_mse(ref_model(batch), y, scale)
+            ref_opt.zero_grad(set_to_none=True)
+            optimizer_step(loss, ref_model, ref_opt, None, 1.0)
+            ref_losses.append(float(loss.detach()))
+
+    model, opt = _model_and_opt(lr_tensor=True)
+    step = GraphedStep(model, model, opt, ["gap", "U0"], scale, 1.0, emulate=True)
+    losses = [float(step(b)) for _ in range(2) for b in batcher.batches(order, 6, pad=(16, 64))]
+    # 5 batches per epoch, the last one short: a few shapes, each captured once and replayed
+    assert 1 <= step.n_graphs <= 5
+    np.testing.assert_allclose(losses, ref_losses, rtol=2e-5, atol=1e-6)
+    for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_graphed_step_needs_capturable_optimizer_and_cuda():
+    model, opt = _model_and_opt(lr_tensor=False)
+    with pytest.raises(ValueError, match="tensor lr"):
+        GraphedStep(model, model, opt, ["gap"], torch.ones(1), None, emulate=True)
+    model, opt = _model_and_opt(lr_tensor=True)
+    with pytest.raises(ValueError, match="CUDA device"):
+        GraphedStep(model, model, opt, ["gap"], torch.ones(1), None)
+
+
+def test_padded_finetuning_trains_the_same_model():
+    torch.set_num_threads(1)
+    ds = synthetic()
+    base = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0)
+    padded = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, pad_buckets=(16, 64), check_every=0)
+    for k, v in base.checkpoint["state_dict"].items():
+        torch.testing.assert_close(padded.checkpoint["state_dict"][k], v, rtol=1e-4, atol=1e-6, msg=k)
+    for a, b in zip(base.history, padded.history):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+        assert a["val_score"] == pytest.approx(b["val_score"], rel=1e-4)
+
+
+def test_cuda_graphs_refuse_cpu():
+    ds = synthetic()
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        finetune(ds, None, SPLIT, CFG, _cfg(epochs=1), seed=0, cuda_graphs=True)
+
+
+def test_tensor_lr_is_set_in_place_and_saved_as_float():
+    import molgnn.train.finetune as ft
+
+    model, opt = _model_and_opt(lr_tensor=True)
+    lr = opt.param_groups[0]["lr"]
+    ft._set_lr(opt, 1e-4)
+    assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(1e-4)  # the tensor a graph reads
+    saved = ft._optimizer_state(opt)
+    assert saved["param_groups"][0]["lr"] == pytest.approx(1e-4) and saved["param_groups"][0]["capturable"] is False
+    assert torch.is_tensor(opt.param_groups[0]["lr"])  # the live optimizer keeps its tensor
+    _, fresh = _model_and_opt(lr_tensor=False)
+    fresh.load_state_dict(saved)
+    ft._make_capturable(fresh, torch.device("cpu"))
+    group = fresh.param_groups[0]
+    assert group["capturable"] and torch.is_tensor(group["lr"]) and float(group["lr"]) == pytest.approx(1e-4)
