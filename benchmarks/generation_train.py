@@ -314,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=float, default=0.0,
                     help="training seconds between learning-curve samples (default: budget / 4)")
     ap.add_argument("--eval-samples", type=int, default=1000)
-    ap.add_argument("--sample-seconds", type=float, default=150.0, help="cap on the final sampling time")
+    ap.add_argument("--sample-seconds", type=float, default=None,
+                    help="cap on the final sampling time (default: diffusion 100, VAE 20)")
     ap.add_argument("--stop-at", type=float, default=None,
                     help="Unix time by which everything must be written (training stops early to allow sampling)")
     ap.add_argument("--checkpoint-every", type=float, default=60.0)
@@ -374,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- training with a learning curve
     eval_every = args.eval_every or args.time_budget / 4
-    sample_reserve = min(args.sample_seconds, 150.0) + 30.0
+    if args.sample_seconds is None:
+        args.sample_seconds = 100.0 if args.kind == "diffusion" else 20.0
+    sample_reserve = args.sample_seconds + 20.0   # + decoding and writing
     deadline = args.stop_at - sample_reserve if args.stop_at else None
     pool = mp.get_context("fork").Pool(args.workers) if args.workers > 1 else None
     curve: list[dict] = []

@@ -24,12 +24,16 @@ export PYTHONPATH=$PWD:$PYTHONPATH PYTHONUNBUFFERED=1 OMP_NUM_THREADS=4
 commit=${MOLGNN_COMMIT:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader 2>/dev/null
 echo "install done after $(( $(date +%s) - start )) s"
-overhead=75   # per job: python start, encoding (cached after the first job of a dataset), sampling
+# Wall seconds a job needs beyond its training budget (start, cached encoding, precision check,
+# learning-curve samples, final sampling and decoding): the deadlines of earlier jobs keep this free.
+overhead() { if [ "$1" = diffusion ]; then echo 150; else echo 60; fi; }
 jobs=("$@")
 for i in "${!jobs[@]}"; do
     IFS=: read -r dataset kind budget nsamples <<< "${jobs[$i]}"
     later=0
-    for j in "${jobs[@]:$((i + 1))}"; do later=$(( later + $(cut -d: -f3 <<< "$j") + overhead )); done
+    for j in "${jobs[@]:$((i + 1))}"; do
+        later=$(( later + $(cut -d: -f3 <<< "$j") + $(overhead "$(cut -d: -f2 <<< "$j")") ))
+    done
     stop_at=$(( start + total - later ))
     if (( stop_at - $(date +%s) < 90 )); then echo "skip ${jobs[$i]}: no time left"; continue; fi
     name=${dataset}_${kind}
