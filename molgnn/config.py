@@ -108,11 +108,37 @@ class DiffusionConfig:
 
 
 @dataclass
+class GuidanceConfig:
+    """Regressor guidance of the diffusion sampler toward ``low <= property <= high`` (None = open)."""
+
+    enabled: bool = False
+    property: str = "qed"
+    low: float | None = 0.55
+    high: float | None = None
+    scale: float = 3.0
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 3e-4
+    t_exponent: float = 3.0
+    hidden_dim: int = 64
+    n_layers: int = 2
+
+    def __post_init__(self) -> None:
+        if self.low is None and self.high is None:
+            raise ConfigError("generate.guidance: give low and/or high")
+        if self.low is not None and self.high is not None and self.low > self.high:
+            raise ConfigError(f"generate.guidance: low {self.low} > high {self.high}")
+        if not self.scale >= 0:
+            raise ConfigError(f"generate.guidance.scale must be >= 0, got {self.scale}")
+
+
+@dataclass
 class GenerateConfig:
     models: list[str] = field(default_factory=lambda: ["vae", "diffusion"])
     max_heavy_atoms: int = 9
     vae: VAEConfig = field(default_factory=VAEConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     n_samples: int = 200
     out_dir: str = "runs/generated"
 

@@ -1,6 +1,7 @@
 """Draw molecules from a trained generator and decode them to SMILES, before and after correction."""
 from __future__ import annotations
 
+import inspect
 import time
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from torch import nn
 
 from molgnn.featurize.dense_graph import GraphVocab, decode
 from molgnn.generate.training import TrainedGenerator
+from molgnn.models.graph_diffusion import Guidance
 
 
 @dataclass
@@ -44,16 +46,26 @@ class SampleResult:
 
 
 def sample_graphs(model: nn.Module, n: int, *, seed: int, device: str | torch.device = "cpu",
-                  batch_size: int = 512) -> tuple[torch.Tensor, torch.Tensor]:
-    """``n`` dense graphs (X [n, N], E [n, N, N], on the CPU) in batches from one seeded generator."""
+                  batch_size: int = 512, guidance: Guidance | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` dense graphs (X [n, N], E [n, N, N], on the CPU) in batches from one seeded generator.
+
+    ``guidance`` (diffusion only) steers each reverse step, see ``GraphDiffusion.sample``."""
     if n < 0 or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got {n}, {batch_size}")
+    extra = {}
+    if guidance is not None:
+        if "guidance" not in inspect.signature(model.sample).parameters:
+            raise ValueError(f"{type(model).__name__} cannot be guided; guidance needs the diffusion model")
+        check = getattr(guidance, "check_model", None)
+        if check is not None:
+            check(model)
+        extra["guidance"] = guidance
     device = torch.device(device)
     model = model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     xs, es = [], []
     for start in range(0, n, batch_size):
-        x, e = model.sample(min(batch_size, n - start), generator=generator, device=device)
+        x, e = model.sample(min(batch_size, n - start), generator=generator, device=device, **extra)
         xs.append(x.cpu())
         es.append(e.cpu())
     n_max = int(model.hparams["max_nodes"])
@@ -70,10 +82,12 @@ def sample_smiles(
     seed: int,
     device: str | torch.device = "cpu",
     batch_size: int = 512,
+    guidance: Guidance | None = None,
 ) -> SampleResult:
     """Sample ``n`` molecules and decode each twice: as drawn, and keeping the largest fragment.
 
-    ``vocab`` may be None when a TrainedGenerator (which carries its vocabulary) is given.
+    ``vocab`` may be None when a TrainedGenerator (which carries its vocabulary) is given;
+    ``guidance`` goes to ``sample_graphs``.
     Timing covers sampling and decoding.
     """
     if isinstance(generator, TrainedGenerator):
@@ -83,7 +97,7 @@ def sample_smiles(
     if vocab is None:
         raise ValueError("sample_smiles needs a vocabulary to decode a bare model")
     started = time.perf_counter()
-    x, e = sample_graphs(model, n, seed=seed, device=device, batch_size=batch_size)
+    x, e = sample_graphs(model, n, seed=seed, device=device, batch_size=batch_size, guidance=guidance)
     smiles: list[str | None] = []
     reasons: list[str] = []
     corrected: list[str | None] = []

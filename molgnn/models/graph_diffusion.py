@@ -13,13 +13,16 @@ Node classes here exclude the vocabulary's padding class (absent atoms are handl
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from molgnn.featurize.dense_graph import NO_BOND, PAD_NODE
+
+# (X_t, E_t, t, node_mask) -> log-weights of the nodes' and edges' next classes (see GraphDiffusion.sample)
+Guidance = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 _MASK_FILL = -1e9   # not -inf: rows of absent atoms would become NaN after softmax
 
@@ -62,6 +65,14 @@ def sample_categorical(probs: torch.Tensor, generator: torch.Generator | None = 
     cdf = probs.cumsum(-1)
     cdf = cdf / cdf[..., -1:].clamp(min=1e-20)
     return (cdf < u).sum(-1).clamp(max=probs.shape[-1] - 1)
+
+
+def _tilt(probs: torch.Tensor, log_weights: torch.Tensor) -> torch.Tensor:
+    """``probs * exp(log_weights)`` row-wise, max-shifted so exp cannot overflow. Not renormalised:
+    ``sample_categorical`` normalises its CDF, so zero weights leave draws bit-identical. A row whose
+    every class the weights push to underflow keeps its unguided probabilities."""
+    tilted = probs * torch.exp(log_weights - log_weights.amax(-1, keepdim=True))
+    return torch.where(tilted.sum(-1, keepdim=True) > 1e-30, tilted, probs)
 
 
 def symmetric_from_upper(e: torch.Tensor) -> torch.Tensor:
@@ -298,8 +309,14 @@ class GraphDiffusion(nn.Module):
     # ---- reverse process
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,
-               device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw ``n`` graphs: (X [n, N], E [n, N, N]) in vocabulary encoding (padding = 0)."""
+               device: str | torch.device | None = None,
+               guidance: Guidance | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw ``n`` graphs: (X [n, N], E [n, N, N]) in vocabulary encoding (padding = 0).
+
+        ``guidance(X_t, E_t, t, node_mask)`` (one-hot, internal classes) may return log-weights
+        ``([n, N, Kx], [n, N, N, Ke])`` that multiply each step's posterior, e.g.
+        ``molgnn.generate.guidance.RegressorGuidance``. It draws no random numbers, so guided and
+        unguided runs under one seed share their uniforms, and all-zero weights change nothing."""
         device = device if device is not None else self.alpha_bar.device
         n_max = self.max_nodes
         sizes = sample_categorical(self.size_distribution.to(device).expand(n, -1), generator)
@@ -314,6 +331,9 @@ class GraphDiffusion(nn.Module):
             qx_prev, qe_prev = self.q_bar(t - 1)
             px = posterior_over_x0(xo, torch.softmax(x_logits, -1), qx_t, qx_prev)
             pe = posterior_over_x0(eo.flatten(1, 2), torch.softmax(e_logits, -1).flatten(1, 2), qe_t, qe_prev)
+            if guidance is not None:
+                wx, we = guidance(xo, eo, t, node_mask)
+                px, pe = _tilt(px, wx), _tilt(pe, we.flatten(1, 2))
             x = sample_categorical(px, generator)
             e = symmetric_from_upper(sample_categorical(pe.view(n, n_max, n_max, self.n_e), generator))
             xo, eo = self._one_hot(x, e, node_mask)

@@ -12,6 +12,7 @@ from molgnn.data.artifacts import atomic_path
 from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
 
 SAMPLES_FILE = "samples.csv"
+GUIDED_SAMPLES_FILE = "guided_samples.csv"
 CHECKPOINT_FILE = "generator.pt"
 
 
@@ -43,8 +44,9 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
     g = p.generate
     model_cfg = g.vae if kind == "vae" else g.diffusion
     out_dir = ctx.resolve(g.out_dir) / kind
+    guided = kind == "diffusion" and g.guidance.enabled   # in the key only when on: old caches stay valid
     key = stage_key(f"generate-{kind}", dataclasses.asdict(model_cfg), g.max_heavy_atoms, g.n_samples,
-                    p.seed, Path(molecules_path))
+                    p.seed, Path(molecules_path), *([dataclasses.asdict(g.guidance)] if guided else []))
 
     def compute(run) -> StageResult:
         smiles = training_smiles(molecules_path)
@@ -61,6 +63,18 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
         write_samples(sample, kind, out_dir / SAMPLES_FILE)
         rates = generation_rates(sample.smiles, smiles)
         rates_corrected = generation_rates(sample.corrected_smiles, smiles)
+        guided_metrics, guided_outputs = {}, {}
+        if guided:   # the same number of draws, steered toward generate.guidance's property range
+            from molgnn.generate.guidance import guided_sampling
+
+            gc = g.guidance
+            guided_sample, _, guided_metrics = guided_sampling(
+                trained, smiles, property=gc.property, low=gc.low, high=gc.high, scale=gc.scale,
+                n_samples=g.n_samples, seed=p.seed, epochs=gc.epochs, batch_size=gc.batch_size, lr=gc.lr,
+                t_exponent=gc.t_exponent, hidden_dim=gc.hidden_dim, n_layers=gc.n_layers, device=ctx.device,
+                unguided=sample)
+            write_samples(guided_sample, "diffusion-guided", out_dir / GUIDED_SAMPLES_FILE)
+            guided_outputs = {"guided_samples": str(out_dir / GUIDED_SAMPLES_FILE)}
         with atomic_path(out_dir / "history.json") as tmp:
             tmp.write_text(json.dumps(trained.history, indent=2))
         metrics = {**{k: v for k, v in rates.items() if isinstance(v, (int, float))},
@@ -68,12 +82,12 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
                    "train_seconds": trained.train_seconds,
                    "sampling_molecules_per_second": sample.molecules_per_second,
                    "n_training_molecules": len(smiles) - len(trained.rejects),
-                   "n_training_rejected": len(trained.rejects)}
+                   "n_training_rejected": len(trained.rejects), **guided_metrics}
         return StageResult(stage=f"generate-{kind}", key=key, out_dir=str(out_dir),
                            outputs={"checkpoint": str(out_dir / CHECKPOINT_FILE),
                                     "samples": str(out_dir / SAMPLES_FILE),
                                     "history": str(out_dir / "history.json"),
-                                    "training_rejects": str(out_dir / "training_rejects.csv")},
+                                    "training_rejects": str(out_dir / "training_rejects.csv"), **guided_outputs},
                            metrics=metrics,
                            info={"generator": kind, "device": ctx.device})
 
@@ -99,5 +113,7 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
     return run_cached(ctx, f"generate-{kind}", out_dir, key, compute,
                       params={"generator": kind, "generate.max_heavy_atoms": g.max_heavy_atoms,
                               "generate.n_samples": g.n_samples,
-                              **{f"generate.{kind}.{k}": v for k, v in dataclasses.asdict(model_cfg).items()}},
+                              **{f"generate.{kind}.{k}": v for k, v in dataclasses.asdict(model_cfg).items()},
+                              **({f"generate.guidance.{k}": v for k, v in dataclasses.asdict(g.guidance).items()}
+                                 if guided else {})},
                       log=log)
