@@ -120,7 +120,7 @@ def figure(detail: dict, path: Path) -> bool:
     for label, d in arms:
         if d.get("n"):
             h = np.asarray(d["hist"], float)
-            ax.step(centers, h / h.sum(), where="mid", label=f"{label} (mean {d['mean']:.3f}, hit {d['in_target']:.0%})",
+            ax.step(centers, h / h.sum(), where="mid", label=f"{label} (n {d['n']:,}, mean {d['mean']:.3f}, hit {d['in_target']:.0%})",
                     lw=2.2 if label == "training set" else 1.5, ls="--" if label == "training set" else "-")
     used = np.nonzero(sum(np.asarray(d["hist"]) for _, d in arms if d.get("n")))[0]
     lo_edge, hi_edge = bins[max(used[0] - 1, 0)], bins[min(used[-1] + 2, len(bins) - 1)]
@@ -186,6 +186,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-heldout", type=int, default=1000, help="molecules kept out to check the regressor")
     ap.add_argument("--max-nodes", type=int, default=9)
     ap.add_argument("--generator-checkpoint", default=None, help="a trained diffusion (molgnn.generate.checkpoints)")
+    ap.add_argument("--only-generator", action="store_true",
+                    help="train and save the generator (--work/generator.pt), then stop: split a long GPU run")
     ap.add_argument("--gen-epochs", type=int, default=6)
     ap.add_argument("--gen-batch", type=int, default=128)
     ap.add_argument("--gen-lr", type=float, default=1e-3)
@@ -273,6 +275,9 @@ def main(argv=None) -> int:
         save_generator(gen, work / "generator.pt")
         gen_info = {"checkpoint": None, "epochs": args.gen_epochs, "train_seconds": time.perf_counter() - t0,
                     "saved": str(work / "generator.pt")}
+    if args.only_generator:
+        print(f"generator saved to {work / 'generator.pt'} ({time.time() - t_start:.0f} s)")
+        return 0
     gen_info.update(hparams=gen.hparams, history=gen.history)
     diffusion, vocab = gen.model, gen.vocab
 
