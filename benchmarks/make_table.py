@@ -56,7 +56,8 @@ def table(benchmark: str, records: list[dict]) -> list[str]:
     lines.append("|---|---|---|" + "---:|" * len(systems))
     for metric in metrics:
         first = next(r for r in records if r["metric"] == metric)
-        arrow = "↑" if first.get("higher_is_better") else "↓"
+        hib = first.get("higher_is_better")
+        arrow = "" if hib is None else "↑" if hib else "↓"   # None: a count, neither better
         values = [fmt(cell[(metric, s)]["value"], first.get("unit", "")) if (metric, s) in cell else ""
                   for s in systems]
         lines.append(f"| {metric} | {first.get('unit', '')} | {arrow} | " + " | ".join(values) + " |")

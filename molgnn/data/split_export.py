@@ -1,0 +1,47 @@
+"""The split a fine-tune stage used, joined back to its molecules: for training another model on it.
+
+``runs/finetune/split.csv`` names molecules by ``mol_id`` only. A peer model (chemprop, a baseline)
+compared on *identical* splits needs the SMILES and labels of exactly those molecules, in one table.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from molgnn.data import schema
+
+SPLIT_COLUMN = "split"
+SPLIT_VALUES = ("train", "val", "test")
+
+
+class SplitExportError(ValueError):
+    """split.csv is malformed or names molecules that are not in the molecules table."""
+
+
+def split_table(split_path: str | Path, molecules_path: str | Path,
+                targets: Sequence[str] = ()) -> pd.DataFrame:
+    """``mol_id, smiles, split, *targets`` for every molecule of ``split.csv``, in its order.
+
+    ``molecules_path`` is the ingest stage's ``molecules.parquet``. Molecules that the fine-tune stage
+    left out (no 3D structure, no label) are not in ``split.csv`` and so not in the table: the caller
+    accounts for them from the stages' rejects.
+    """
+    split = pd.read_csv(split_path, dtype={schema.MOL_ID: str, SPLIT_COLUMN: str})
+    for col in (schema.MOL_ID, SPLIT_COLUMN):
+        if col not in split.columns:
+            raise SplitExportError(f"{split_path}: no {col!r} column")
+    bad = sorted(set(split[SPLIT_COLUMN].fillna("")) - set(SPLIT_VALUES))
+    if bad:
+        raise SplitExportError(f"{split_path}: split values must be {SPLIT_VALUES}, found {bad}")
+    if split[schema.MOL_ID].duplicated().any():
+        raise SplitExportError(f"{split_path}: repeated mol_ids, e.g. "
+                               f"{split.loc[split[schema.MOL_ID].duplicated(), schema.MOL_ID].iloc[0]}")
+    molecules = pd.read_parquet(molecules_path, columns=[schema.MOL_ID, schema.SMILES, *targets])
+    missing = ~split[schema.MOL_ID].isin(molecules[schema.MOL_ID])
+    if missing.any():
+        raise SplitExportError(f"{int(missing.sum())} mol_id(s) of {split_path} are not in {molecules_path}, "
+                               f"e.g. {split.loc[missing, schema.MOL_ID].iloc[0]}")
+    table = split.merge(molecules, on=schema.MOL_ID, how="left", validate="one_to_one")
+    return table[[schema.MOL_ID, schema.SMILES, SPLIT_COLUMN, *targets]]

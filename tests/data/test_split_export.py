@@ -1,0 +1,52 @@
+"""split_table: a fine-tune split joined back to SMILES and labels, in split.csv's order, never guessing."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from molgnn.data.split_export import SplitExportError, split_table
+
+
+@pytest.fixture()
+def files(tmp_path):
+    molecules = pd.DataFrame({"mol_id": ["A", "B", "C", "D"], "smiles": ["C", "CC", "CCC", "CCCC"],
+                              "source": "x", "logd": [1.0, 2.0, float("nan"), 4.0], "other": [0.0] * 4})
+    mpath = tmp_path / "molecules.parquet"
+    molecules.to_parquet(mpath)
+    spath = tmp_path / "split.csv"
+    # D has no structure: the stage left it out of split.csv
+    pd.DataFrame({"mol_id": ["C", "A", "B"], "split": ["test", "train", "val"]}).to_csv(spath, index=False)
+    return spath, mpath
+
+
+def test_joins_smiles_and_targets_in_split_order(files):
+    spath, mpath = files
+    table = split_table(spath, mpath, ["logd"])
+    assert list(table.columns) == ["mol_id", "smiles", "split", "logd"]
+    assert table["mol_id"].tolist() == ["C", "A", "B"]
+    assert table["smiles"].tolist() == ["CCC", "C", "CC"]
+    assert table["split"].tolist() == ["test", "train", "val"]
+    assert math.isnan(table["logd"].iloc[0]) and table["logd"].iloc[1:].tolist() == [1.0, 2.0]
+
+
+def test_unknown_mol_id_is_an_error(files, tmp_path):
+    _, mpath = files
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"mol_id": ["A", "Z"], "split": ["train", "test"]}).to_csv(bad, index=False)
+    with pytest.raises(SplitExportError, match="not in"):
+        split_table(bad, mpath)
+
+
+@pytest.mark.parametrize("rows, match", [
+    ({"mol_id": ["A", "B"], "split": ["train", "validation"]}, "split values"),
+    ({"mol_id": ["A", "A"], "split": ["train", "test"]}, "repeated"),
+    ({"mol_id": ["A"]}, "no 'split' column"),
+])
+def test_malformed_split_is_an_error(files, tmp_path, rows, match):
+    _, mpath = files
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame(rows).to_csv(bad, index=False)
+    with pytest.raises(SplitExportError, match=match):
+        split_table(bad, mpath)
