@@ -141,6 +141,8 @@ def calibration_report(test: tuple, val: tuple | None = None, levels: Sequence[f
     (2.0, 0.67, 0.95)
     """
     y, mu, sd = _clean(*test)
+    if not (sd > 0).any() or (val is not None and not (_clean(*val)[2] > 0).any()):
+        return _no_spread_report(y, mu, sd, val, levels)
     top, bottom = mae_by_uncertainty(y, mu, sd)
     scale = fit_std_scale(*val) if val is not None else 1.0
     out: dict[str, Any] = {
@@ -158,6 +160,24 @@ def calibration_report(test: tuple, val: tuple | None = None, levels: Sequence[f
         out["coverage_recal"] = {str(p): v for p, v in coverage(y, mu, sd, levels, scale=scale).items()}
         out["miscalibration_area_recal"] = miscalibration_area(y, mu, sd, scale=scale)
         out["nll_recal"] = gaussian_nll(y, mu, sd, scale=scale)
+    return out
+
+
+def _no_spread_report(y, mu, sd, val, levels) -> dict[str, Any]:
+    """A spread that is zero everywhere (one member, or identical members) states no uncertainty:
+    every calibration figure is NaN and ``status`` says why, instead of a meaningless huge scale."""
+    nan_levels = {str(p): math.nan for p in levels}
+    out: dict[str, Any] = {
+        "status": "no ensemble spread (one member or identical members): uncertainty not available",
+        "n_test": int(len(y)), "n_val": int(len(_clean(*val)[0])) if val is not None else 0,
+        "mae": float(np.mean(np.abs(y - mu))) if len(y) else math.nan,
+        "mean_std": float(np.mean(sd)) if len(y) else math.nan,
+        "spearman_std_abs_error": math.nan, "mae_top10_uncertain": math.nan,
+        "mae_bottom10_uncertain": math.nan, "scale": math.nan,
+        "coverage_raw": dict(nan_levels), "miscalibration_area_raw": math.nan, "nll_raw": math.nan,
+    }
+    if val is not None:
+        out.update(coverage_recal=dict(nan_levels), miscalibration_area_recal=math.nan, nll_recal=math.nan)
     return out
 
 

@@ -105,3 +105,15 @@ def test_unreadable_calibration_report_is_a_clear_error(tmp_path):
         cal.load_std_scales(bad)
     with pytest.raises(ValueError, match="level"):
         cal.add_calibrated_intervals(pd.DataFrame(), {}, level=1.5)
+
+
+def test_a_single_member_ensemble_has_no_uncertainty_to_calibrate(tmp_path):
+    y, mu, _ = _gaussian(200, 4)
+    zero = np.zeros_like(y)
+    r = cal.calibration_report((y, mu, zero), val=(y, mu, zero))
+    assert "no ensemble spread" in r["status"]
+    assert math.isnan(r["scale"]) and math.isnan(r["coverage_recal"]["0.95"])
+    assert r["mae"] == pytest.approx(np.mean(np.abs(y - mu)))
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps({"gap": r}))   # NaN is written as NaN, which json reads back
+    assert cal.load_std_scales(path) == {}, "no intervals are stated from a zero spread"
