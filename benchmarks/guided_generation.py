@@ -5,6 +5,10 @@
     # reuse the models trained above, other strengths / target
     .venv/bin/python benchmarks/guided_generation.py --threads 1 --work .bench/guided --scales 0 30 \\
         --generator-checkpoint .bench/guided/generator.pt --regressor-checkpoint .bench/guided/regressor.pt
+    # separate strengths on atom types and bonds (NODE:EDGE; 3:0 = atom types only), own output files
+    .venv/bin/python benchmarks/guided_generation.py --threads 1 --work .bench/guided --scales 0 1:0 3:0 10:0 3:1 \\
+        --generator-checkpoint .bench/guided/generator.pt --regressor-checkpoint .bench/guided/regressor.pt \\
+        --name guided_generation_atoms --benchmark qm9-guided-generation-atom-only
     # SMILES as plain text (for machines without pandas): write them once, then read them
     .venv/bin/python benchmarks/guided_generation.py --export-smiles .bench/gpu/qm9_train.txt.gz
     python3 benchmarks/guided_generation.py --smiles .bench/gpu/qm9_train.txt.gz --device cuda ...
@@ -15,10 +19,11 @@ SMILES, or ``qm9-sample``), a seeded subset of ``--n-train``; (2) a discrete gra
 property (RDKit, default QED) of those molecules and a ``NoisyGraphRegressor`` trained on them,
 noised by the generator's own process (``molgnn.generate.guidance``), checked on held-out molecules
 at t = 0, T/2, T; (4) ``--n-samples`` draws per guidance scale from one seed (scale 0 = unguided; the
-same uniforms drive every arm), decoded without correction, scored by the exact RDKit property.
+same uniforms drive every arm), decoded without correction, scored by the exact RDKit property. A
+scale ``NODE:EDGE`` tilts atom types by NODE and bonds by EDGE (a plain number: both).
 Hit rate = fraction of valid draws whose property is in ``[--low, --high]``. Writes
-``guided_generation.json`` (records), ``detail/guided_generation_detail.json`` and
-``detail/guided_generation_hist.png``. Imports: numpy, torch, RDKit and molgnn (pyyaml via
+``NAME.json`` (records), ``detail/NAME_detail.json`` and ``detail/NAME_hist.png`` (``--name``, default
+guided_generation). Imports: numpy, torch, RDKit and molgnn (pyyaml via
 molgnn.config); pandas only to read a parquet file, matplotlib only for the figure.
 """
 from __future__ import annotations
@@ -137,6 +142,30 @@ def figure(detail: dict, path: Path) -> bool:
     return True
 
 
+def parse_scale(text: str) -> tuple[float, float | None]:
+    """``"3"`` -> (3, None): one strength for atom types and bonds; ``"3:0"`` -> (3, 0): atom types 3, bonds 0."""
+    node, sep, edge = str(text).partition(":")
+    try:
+        pair = (float(node), float(edge) if sep else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a guidance scale is a number or NODE:EDGE, got {text!r}") from None
+    if not all(v >= 0 and np.isfinite(v) for v in pair if v is not None):
+        raise argparse.ArgumentTypeError(f"guidance scales must be finite and >= 0, got {text!r}")
+    return pair
+
+
+def arm_label(node: float, edge: float | None) -> str:
+    if edge is None or edge == node:
+        return "unguided" if node == 0 else f"guided, scale {node:g}"
+    if node == 0 and edge == 0:
+        return "unguided"
+    if edge == 0:
+        return f"guided, atom types only, scale {node:g}"
+    if node == 0:
+        return f"guided, bonds only, scale {edge:g}"
+    return f"guided, atom types {node:g} / bonds {edge:g}"
+
+
 def records(detail: dict, ctx: dict) -> list[dict]:
     prop = detail["property"]
     g, r = detail["generator"], detail["regressor"]
@@ -149,9 +178,9 @@ def records(detail: dict, ctx: dict) -> list[dict]:
     out = []
 
     def rec(system, metric, value, unit, hib):
-        out.append({"benchmark": BENCH, "system": system, "metric": metric, "value": value, "unit": unit,
-                    "higher_is_better": hib, "machine": ctx["machine"], "date": ctx["date"], "commit": ctx["commit"],
-                    "command": ctx["command"], "setup": setup})
+        out.append({"benchmark": detail.get("benchmark", BENCH), "system": system, "metric": metric, "value": value,
+                    "unit": unit, "higher_is_better": hib, "machine": ctx["machine"], "date": ctx["date"],
+                    "commit": ctx["commit"], "command": ctx["command"], "setup": setup})
 
     t = detail["training_property"]
     rec("QM9 training set", f"{prop} mean", t["mean"], prop, True)
@@ -204,7 +233,8 @@ def main(argv=None) -> int:
     ap.add_argument("--t-exponent", type=float, default=3.0, help="regressor noise levels t = T u^p (1 = uniform)")
     ap.add_argument("--reg-hidden", type=int, default=64)
     ap.add_argument("--reg-layers", type=int, default=2)
-    ap.add_argument("--scales", type=float, nargs="+", default=[0.0, 1.0, 3.0, 10.0, 30.0], help="0 = unguided")
+    ap.add_argument("--scales", type=parse_scale, nargs="+", default=["0", "1", "3", "10", "30"],
+                    help="0 = unguided; NODE:EDGE = atom-type and bond strengths (3:0 = atom types only)")
     ap.add_argument("--n-samples", type=int, default=1000)
     ap.add_argument("--sample-batch", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
@@ -213,6 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1, help="processes computing RDKit properties")
     ap.add_argument("--work", default=str(REPO / ".bench" / "guided"), help="where trained models are saved")
     ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--name", default="guided_generation", help="stem of the output files")
+    ap.add_argument("--benchmark", default=BENCH, help="benchmark name in the records")
     ap.add_argument("--commit", default=None)
     ap.add_argument("--command", default=None)
     args = ap.parse_args(argv)
@@ -320,19 +352,23 @@ def main(argv=None) -> int:
     # QED lives in [0, 1]; other properties get bins spanning the training labels.
     bins = (np.linspace(0.0, 1.0, 41) if args.property == "qed"
             else np.linspace(np.quantile(labels, 0.001), np.quantile(labels, 0.999), 41))
-    detail = {"context": ctx, "args": vars(args), "property": args.property, "target": [target.low, target.high],
+    detail = {"context": ctx, "args": vars(args), "benchmark": args.benchmark, "property": args.property,
+              "target": [target.low, target.high],
               "target_text": target.describe(), "n_train": len(train_smiles), "n_samples": args.n_samples,
               "seed": args.seed, "generator": gen_info, "regressor": reg_info,
               "training_property": describe(labels, target.low, target.high, bins), "hist_bins": bins.tolist(),
               "arms": []}
-    for scale in args.scales:
-        guidance = None if scale == 0 else RegressorGuidance(reg.regressor, {args.property: target}, scale=scale)
+    for node_scale, edge_scale in args.scales:
+        label = arm_label(node_scale, edge_scale)
+        guidance = None if label == "unguided" else RegressorGuidance(
+            reg.regressor, {args.property: target}, scale=node_scale, edge_scale=edge_scale)
         if device.type == "cuda":
             torch.cuda.synchronize()
         res = sample_smiles(diffusion, vocab, args.n_samples, seed=args.seed, device=device,
                             batch_size=args.sample_batch, guidance=guidance)
         values = properties_of(res.smiles, args.property, 1)
-        arm = {"label": "unguided" if scale == 0 else f"guided, scale {scale:g}", "scale": scale,
+        arm = {"label": label, "scale": node_scale, "node_scale": node_scale,
+               "edge_scale": node_scale if edge_scale is None else edge_scale,
                **score_arm(res, values, train_set, target.low, target.high, bins)}
         detail["arms"].append(arm)
         p = arm["property"]
@@ -342,10 +378,10 @@ def main(argv=None) -> int:
     detail["total_seconds"] = time.time() - t_start
 
     (out / "detail").mkdir(parents=True, exist_ok=True)
-    (out / "guided_generation.json").write_text(json.dumps(records(detail, ctx), indent=2) + "\n")
-    (out / "detail" / "guided_generation_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
-    if figure(detail, out / "detail" / "guided_generation_hist.png"):
-        print(f"figure: {out / 'detail' / 'guided_generation_hist.png'}")
+    (out / f"{args.name}.json").write_text(json.dumps(records(detail, ctx), indent=2) + "\n")
+    (out / "detail" / f"{args.name}_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
+    if figure(detail, out / "detail" / f"{args.name}_hist.png"):
+        print(f"figure: {out / 'detail' / f'{args.name}_hist.png'}")
     print(f"total {detail['total_seconds']:.0f} s")
     return 0
 
