@@ -116,6 +116,7 @@ class GuidanceConfig:
     low: float | None = 0.55
     high: float | None = None
     scale: float = 3.0
+    edge_scale: float | None = None   # the bonds' own strength (None: scale); 0 keeps validity best
     epochs: int = 8
     batch_size: int = 128
     lr: float = 3e-4
@@ -130,6 +131,8 @@ class GuidanceConfig:
             raise ConfigError(f"generate.guidance: low {self.low} > high {self.high}")
         if not self.scale >= 0:
             raise ConfigError(f"generate.guidance.scale must be >= 0, got {self.scale}")
+        if self.edge_scale is not None and not self.edge_scale >= 0:
+            raise ConfigError(f"generate.guidance.edge_scale must be >= 0 or null, got {self.edge_scale}")
 
 
 @dataclass

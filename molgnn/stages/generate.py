@@ -70,6 +70,7 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
             gc = g.guidance
             guided_sample, _, guided_metrics = guided_sampling(
                 trained, smiles, property=gc.property, low=gc.low, high=gc.high, scale=gc.scale,
+                edge_scale=gc.edge_scale,
                 n_samples=g.n_samples, seed=p.seed, epochs=gc.epochs, batch_size=gc.batch_size, lr=gc.lr,
                 t_exponent=gc.t_exponent, hidden_dim=gc.hidden_dim, n_layers=gc.n_layers, device=ctx.device,
                 unguided=sample)
