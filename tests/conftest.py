@@ -35,6 +35,7 @@ TINY_PARAMS = {
                  "split": "scaffold"},
     "generate": {"vae": {"epochs": 40, "hidden_dim": 32, "latent_dim": 8},
                  "diffusion": {"epochs": 40, "timesteps": 10, "hidden_dim": 16, "n_layers": 1},
+                 "guidance": {"enabled": True, "epochs": 1, "hidden_dim": 16, "n_layers": 1, "edge_scale": 0.0},
                  "n_samples": 16},
     "screen": {"rank_by": "gap"},
 }

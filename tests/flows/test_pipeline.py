@@ -69,6 +69,10 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
         assert preds["rank"].tolist() == list(range(1, len(preds) + 1))
     f = first["stages"]["filter"]["metrics"]
     assert f["n_samples"] == 2 * tiny_params["generate"]["n_samples"]
+    # generate.guidance is on in the tiny params: the diffusion stage also draws steered samples
+    guided = pd.read_csv(root / "runs/generated/diffusion/guided_samples.csv")
+    assert len(guided) == tiny_params["generate"]["n_samples"]
+    assert 0 <= first["stages"]["generate-diffusion"]["metrics"]["guided_validity"] <= 1
 
 
 def test_tracking_nests_stages_and_tags_provenance(pipeline_run):
