@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from molgnn.models.graph_diffusion import GraphDiffusion, GraphTransformerLayer, structural_features
+from molgnn.models.graph_diffusion import GraphDiffusion, GraphTransformerLayer, run_trunk
 
 REGRESSOR_FORMAT = "molgnn-guidance-regressor/1"
 
@@ -160,15 +160,7 @@ class NoisyGraphRegressor(nn.Module):
 
     def forward(self, x_t: torch.Tensor, e_t: torch.Tensor, t_frac: torch.Tensor,
                 node_mask: torch.Tensor) -> torch.Tensor:
-        n_max = node_mask.shape[1]
-        node_feat, graph_feat = structural_features(e_t, node_mask)
-        size = node_mask.sum(1, keepdim=True).float() / n_max
-        x = self.x_in(torch.cat([x_t, node_feat], dim=-1))
-        e = self.e_in(e_t)
-        e = (e + e.transpose(1, 2)) / 2
-        y = self.y_in(torch.cat([t_frac.unsqueeze(-1), size, graph_feat], dim=-1))
-        for layer in self.layers:
-            x, e, y = layer(x, e, y, node_mask)
+        x, e, y = run_trunk(self, x_t, e_t, t_frac, node_mask)
         xm = node_mask.unsqueeze(-1).float()
         em = xm.unsqueeze(2) * xm.unsqueeze(1)
         count = xm.sum(1).clamp(min=1)

@@ -159,6 +159,24 @@ def structural_features(e_onehot: torch.Tensor, node_mask: torch.Tensor) -> tupl
     return node, torch.stack([n_bonds / n_atoms, torch.log1p(rings)], dim=-1)
 
 
+def run_trunk(module: nn.Module, x_t: torch.Tensor, e_t: torch.Tensor, t_frac: torch.Tensor,
+              node_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The graph-transformer trunk shared by the denoiser and the guidance regressor: embeds the noisy
+    one-hot graph with its structural features, the step and the size, then runs ``module.layers``.
+    ``module`` holds ``x_in``, ``e_in``, ``y_in`` and ``layers`` (same names in both, so checkpoints
+    keep their keys). Returns the node, edge and global streams."""
+    n_max = node_mask.shape[1]
+    node_feat, graph_feat = structural_features(e_t, node_mask)
+    size = node_mask.sum(1, keepdim=True).float() / n_max
+    x = module.x_in(torch.cat([x_t, node_feat], dim=-1))
+    e = module.e_in(e_t)
+    e = (e + e.transpose(1, 2)) / 2
+    y = module.y_in(torch.cat([t_frac.unsqueeze(-1), size, graph_feat], dim=-1))
+    for layer in module.layers:
+        x, e, y = layer(x, e, y, node_mask)
+    return x, e, y
+
+
 class GraphTransformerDenoiser(nn.Module):
     """(one-hot X_t, E_t, t/T, n/N) -> logits of the clean node types ``[B, N, Kx]`` and edge types
     ``[B, N, N, Ke]`` (symmetric)."""
@@ -175,15 +193,7 @@ class GraphTransformerDenoiser(nn.Module):
 
     def forward(self, x_t: torch.Tensor, e_t: torch.Tensor, t_frac: torch.Tensor,
                 node_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        n_max = node_mask.shape[1]
-        node_feat, graph_feat = structural_features(e_t, node_mask)
-        size = node_mask.sum(1, keepdim=True).float() / n_max
-        x = self.x_in(torch.cat([x_t, node_feat], dim=-1))
-        e = self.e_in(e_t)
-        e = (e + e.transpose(1, 2)) / 2
-        y = self.y_in(torch.cat([t_frac.unsqueeze(-1), size, graph_feat], dim=-1))
-        for layer in self.layers:
-            x, e, y = layer(x, e, y, node_mask)
+        x, e, _ = run_trunk(self, x_t, e_t, t_frac, node_mask)
         x_logits = self.x_head(x) + x_t        # residual on the noisy input, as in DiGress
         e_logits = self.e_head(e) + e_t
         return x_logits, (e_logits + e_logits.transpose(1, 2)) / 2
