@@ -38,7 +38,7 @@ from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
 from molgnn.data.readers import RESERVED_COLUMNS, RawRecord
 from molgnn.data.sources import open_source, units_for
-from molgnn.featurize.structures import list_column
+from molgnn.data.columns import list_column
 
 UNKNOWN_UNIT = "unknown"
 

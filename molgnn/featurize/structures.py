@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 from molgnn.chem.conformers import Conformer, embed_many
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
+from molgnn.data.columns import list_column
 
 STRUCTURES_FILE = "structures.parquet"
 STRUCTURE_REJECTS_FILE = "structure_rejects.csv"
@@ -32,18 +33,6 @@ class StructuresResult:
     n_given: int
     n_embedded: int
     n_failed: int
-
-
-def list_column(arrays: list[np.ndarray | None], dtype: pa.DataType) -> pa.Array:
-    """list<dtype> Arrow column from flat numpy buffers (no per-element Python objects); None -> null."""
-    lengths = np.array([0 if a is None else np.asarray(a).size for a in arrays], dtype=np.int64)
-    large = lengths.sum() >= 2**31
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64 if large else np.int32)
-    present = [np.asarray(a).ravel() for a in arrays if a is not None]
-    values = np.concatenate(present) if present else np.array([])
-    mask = pa.array([a is None for a in arrays], type=pa.bool_())
-    cls = pa.LargeListArray if large else pa.ListArray
-    return cls.from_arrays(pa.array(offsets), pa.array(values).cast(dtype), mask=mask)
 
 
 def _given_geometry(z: object, pos: object) -> tuple[np.ndarray, np.ndarray] | str | None:
