@@ -5,7 +5,9 @@ Writes ``molecules.parquet`` (schema columns + one float column per target), ``r
 
 - Molecules are keyed by the standardized InChIKey. A later row with a key already kept, in any
   input, is rejected at stage ``deduplicate`` naming the kept row; the kept row counts it in
-  ``n_duplicates``. One pass, one dict: linear in the number of rows.
+  ``n_duplicates``. One pass, one dict: linear in the number of rows. The kept row's targets
+  win; where a duplicate's value differs (beyond 1e-6 relative), the reject reason lists both
+  values and ``IngestResult.n_target_conflicts`` counts such rows, so no disagreement goes unseen.
 - Rows with a kept given geometry are *structures*: they are duplicates only when InChIKey and
   geometry (to 1e-4 Angstrom) both agree. QM9 holds stereoisomers and tautomers that share an
   InChIKey (its SMILES carry no stereo) with distinct DFT geometries and properties; all are kept,
@@ -59,6 +61,7 @@ class IngestResult:
     target_columns: list[str] = field(default_factory=list)
     n_geometry_given: int = 0                  # kept molecules whose given geometry was kept
     n_geometry_dropped: int = 0                # kept molecules whose given geometry did not match
+    n_target_conflicts: int = 0                # duplicate rows whose target values differ from the kept row's
 
 
 @dataclass
@@ -80,6 +83,19 @@ def _geometry_key(numbers, positions) -> bytes:
     """Identity of a given structure: atoms and coordinates to 1e-4 Angstrom."""
     return (np.asarray(numbers, dtype=np.int64).tobytes()
             + np.round(np.asarray(positions, dtype=np.float64), 4).tobytes())
+
+
+def _conflicts(kept: dict[str, float | None], dup: dict[str, float | None]) -> list[str]:
+    """``"col: dup vs kept"`` for each target both rows state with different values."""
+    out = []
+    for col, v in dup.items():
+        k = kept.get(col)
+        if v is None or k is None or (isinstance(v, float) and math.isnan(v)) or \
+                (isinstance(k, float) and math.isnan(k)):
+            continue
+        if not math.isclose(float(v), float(k), rel_tol=1e-6, abs_tol=1e-12):
+            out.append(f"{col}: {v:g} vs kept {k:g}")
+    return out
 
 
 def _one_line(text: str) -> str:
@@ -122,7 +138,7 @@ def ingest(inputs: list[str], out_dir: str | Path, *, smiles_column: str | None 
     seen_rows: set[tuple[str, int]] = set()
     units: dict[str, str] = {}
     unit_origin: dict[str, str] = {}
-    n_input = n_geometry_given = n_geometry_dropped = 0
+    n_input = n_geometry_given = n_geometry_dropped = n_target_conflicts = 0
 
     for src, records in streams:
         src_units = units_for(src)
@@ -160,8 +176,12 @@ def ingest(inputs: list[str], out_dir: str | Path, *, smiles_column: str | None 
             if k is not None:
                 kept.n_duplicates[k] += 1
                 what = "InChIKey" if numbers is None else "InChIKey and geometry"
-                rejects.append((rec.source, rec.row, rec.raw, "deduplicate",
-                                f"duplicate of {kept.source[k]}:{kept.row[k]} (same {what}, {std.inchikey})"))
+                reason = f"duplicate of {kept.source[k]}:{kept.row[k]} (same {what}, {std.inchikey})"
+                conflicts = _conflicts(kept.props[k], rec.props)
+                if conflicts:
+                    n_target_conflicts += 1
+                    reason += "; targets differ, kept row's values used: " + ", ".join(conflicts)
+                rejects.append((rec.source, rec.row, rec.raw, "deduplicate", reason))
                 continue
             first_seen[key] = len(kept.mol_id)
             n_geometry_given += numbers is not None
@@ -221,4 +241,4 @@ def ingest(inputs: list[str], out_dir: str | Path, *, smiles_column: str | None 
     by_stage = Counter(stage for *_, stage, _ in rejects)
     return IngestResult(molecules_path, rejects_path, n_input, n_kept, n_rejected,
                         dict(sorted(by_stage.items())), units_path, targets,
-                        n_geometry_given, n_geometry_dropped)
+                        n_geometry_given, n_geometry_dropped, n_target_conflicts)

@@ -50,7 +50,7 @@ def run_ingest(ctx: RunContext) -> StageResult:
             outputs={"molecules": str(res.molecules_path), "rejects": str(res.rejects_path),
                      "units": str(out_dir / schema.UNITS_FILE)},
             metrics={"n_input_rows": res.n_input_rows, "n_kept": res.n_kept,
-                     "n_rejected": res.n_rejected,
+                     "n_rejected": res.n_rejected, "n_target_conflicts": res.n_target_conflicts,
                      "kept_rate": res.n_kept / max(res.n_input_rows, 1)},
             info={"rejects_by_reason": res.rejects_by_reason},
         )

@@ -148,3 +148,17 @@ def test_distinct_given_structures_of_one_inchikey_are_all_kept(tmp_path):
     assert mols[schema.INCHIKEY].tolist() == [key, key]
     assert rejects["stage"].tolist() == ["deduplicate"] and rejects["row"].tolist() == [2]
     assert "geometry" in rejects["reason"].iloc[0]
+
+
+def test_duplicates_whose_targets_disagree_are_reported(tmp_path):
+    src = tmp_path / "dups.csv"
+    # ethanol three times (two spellings): one agrees, one disagrees; phenol once without a value
+    src.write_text("smiles,logS,pIC50\nCCO,1.0,5.0\nOCC,1.0,\nC(O)C,2.5,5.0\nOc1ccccc1,,7.0\n")
+    res = ingest([str(src)], tmp_path / "out")
+    mols, rejects = _load(res)
+    assert res.n_kept == 2 and res.n_target_conflicts == 1
+    kept = mols.set_index("smiles").loc["CCO"]
+    assert kept["logS"] == 1.0 and kept[schema.N_DUPLICATES] == 2, "the first row's values are kept"
+    reasons = rejects.set_index("row")["reason"]
+    assert "targets differ" not in reasons[1], "a missing value is no conflict"
+    assert "targets differ, kept row's values used: logS: 2.5 vs kept 1" in reasons[2]
