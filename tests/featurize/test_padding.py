@@ -7,26 +7,12 @@ import schnetpack.properties as props
 import torch
 
 from molgnn.config import ModelConfig
-from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, make_batch, pad_batch, padded_capacity
+from molgnn.featurize.atomistic import DeviceBatcher, make_batch, pad_batch, padded_capacity
 from molgnn.models.property_model import PropertyModel
 from molgnn.train.finetune import masked_scaled_mse
 
 CUTOFF = 3.0
 CFG = ModelConfig(n_atom_basis=16, n_interactions=2, n_rbf=8, cutoff=CUTOFF)
-
-
-def synthetic(n_mol: int = 30, seed: int = 0) -> AtomisticDataset:
-    rng = np.random.default_rng(seed)
-    n = rng.integers(2, 10, n_mol)
-    ptr = np.concatenate([[0], np.cumsum(n)])
-    z = rng.choice([1, 6, 7, 8], ptr[-1]).astype(np.uint8)
-    pos = rng.uniform(0, 2.5, (ptr[-1], 3))
-    gap = np.array([z[a:b].mean() / 4 + pos[a:b, 0].std() for a, b in zip(ptr[:-1], ptr[1:])])
-    u0 = np.array([-(z[a:b].astype(float) ** 1.5).sum() for a, b in zip(ptr[:-1], ptr[1:])])
-    gap[3] = np.nan  # a missing label stays masked
-    y = torch.tensor(np.stack([gap, u0], 1))
-    return AtomisticDataset(np.array([f"m{i}" for i in range(n_mol)]), torch.from_numpy(z),
-                            torch.from_numpy(pos).float(), torch.from_numpy(ptr), y, ["gap", "U0"])
 
 
 def _model(seed: int = 0) -> PropertyModel:
@@ -51,9 +37,10 @@ def _loss_and_grads(model: PropertyModel, batch: dict) -> tuple[torch.Tensor, to
 
 
 @pytest.mark.parametrize("extra_atoms,extra_pairs,extra_slots", [(2, 0, 1), (5, 37, 1), (64, 1000, 4)])
-def test_padding_keeps_loss_gradients_and_predictions(extra_atoms, extra_pairs, extra_slots):
+def test_padding_keeps_loss_gradients_and_predictions(extra_atoms, extra_pairs, extra_slots,
+                                                      synthetic_atomistic):
     torch.set_num_threads(1)
-    ds = synthetic()
+    ds = synthetic_atomistic(30, min_atoms=2, missing_gap=[3])
     idx = [4, 3, 17, 0, 9, 22, 11]
     batch = make_batch(ds, idx, cutoff=CUTOFF)
     n, p, b = batch[props.Z].numel(), batch[props.idx_i].numel(), len(idx)
@@ -78,8 +65,8 @@ def test_padding_keeps_loss_gradients_and_predictions(extra_atoms, extra_pairs, 
         torch.testing.assert_close(grads_p[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_bad_padding_is_refused():
-    ds = synthetic()
+def test_bad_padding_is_refused(synthetic_atomistic):
+    ds = synthetic_atomistic(30, min_atoms=2, missing_gap=[3])
     batch = make_batch(ds, [0, 1], cutoff=CUTOFF)
     n, p = batch[props.Z].numel(), batch[props.idx_i].numel()
     with pytest.raises(ValueError, match="cannot pad"):
@@ -90,8 +77,8 @@ def test_bad_padding_is_refused():
         padded_capacity(10, 10, (1, 8))
 
 
-def test_device_batcher_pads_to_bucketed_shapes():
-    ds = synthetic()
+def test_device_batcher_pads_to_bucketed_shapes(synthetic_atomistic):
+    ds = synthetic_atomistic(30, min_atoms=2, missing_gap=[3])
     batcher = DeviceBatcher(ds, CUTOFF)
     order = np.random.default_rng(1).permutation(len(ds))
     plain = list(batcher.batches(order, 7))

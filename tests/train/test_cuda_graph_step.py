@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from molgnn.config import FinetuneConfig, ModelConfig
-from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher
+from molgnn.featurize.atomistic import DeviceBatcher
 from molgnn.models.property_model import PropertyModel
 from molgnn.train.cuda_graph_step import GraphedStep
 from molgnn.train.finetune import finetune, masked_scaled_mse
@@ -15,19 +15,6 @@ from molgnn.train.steps import optimizer_step
 
 CFG = ModelConfig(n_atom_basis=8, n_interactions=2, n_rbf=6, cutoff=3.0)
 SPLIT = (np.arange(28), np.arange(28, 34), np.arange(34, 40))
-
-
-def synthetic(n_mol: int = 40, seed: int = 0) -> AtomisticDataset:
-    rng = np.random.default_rng(seed)
-    n = rng.integers(3, 10, n_mol)
-    ptr = np.concatenate([[0], np.cumsum(n)])
-    z = rng.choice([1, 6, 7, 8], ptr[-1]).astype(np.uint8)
-    pos = rng.uniform(0, 2.5, (ptr[-1], 3))
-    gap = np.array([z[a:b].mean() / 4 + pos[a:b, 0].std() for a, b in zip(ptr[:-1], ptr[1:])])
-    u0 = np.array([-(z[a:b].astype(float) ** 1.5).sum() for a, b in zip(ptr[:-1], ptr[1:])])
-    y = torch.tensor(np.stack([gap, u0], 1))
-    return AtomisticDataset(np.array([f"m{i}" for i in range(n_mol)]), torch.from_numpy(z),
-                            torch.from_numpy(pos).float(), torch.from_numpy(ptr), y, ["gap", "U0"])
 
 
 def _cfg(**kw) -> FinetuneConfig:
@@ -41,9 +28,9 @@ def _model_and_opt(lr_tensor: bool):
     return model, torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2, foreach=False)
 
 
-def test_graphed_step_bookkeeping_matches_eager_unpadded_steps():
+def test_graphed_step_bookkeeping_matches_eager_unpadded_steps(synthetic_atomistic):
     torch.set_num_threads(1)
-    ds = synthetic()
+    ds = synthetic_atomistic(40, min_atoms=3)
     batcher = DeviceBatcher(ds, CFG.cutoff)
     order = np.random.default_rng(0).permutation(28)
     scale = torch.tensor([0.5, 3.0])
@@ -77,9 +64,9 @@ def test_graphed_step_needs_capturable_optimizer_and_cuda():
         GraphedStep(model, model, opt, ["gap"], torch.ones(1), None)
 
 
-def test_padded_finetuning_trains_the_same_model():
+def test_padded_finetuning_trains_the_same_model(synthetic_atomistic):
     torch.set_num_threads(1)
-    ds = synthetic()
+    ds = synthetic_atomistic(40, min_atoms=3)
     base = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0)
     padded = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, pad_buckets=(16, 64), check_every=0)
     for k, v in base.checkpoint["state_dict"].items():
@@ -89,8 +76,8 @@ def test_padded_finetuning_trains_the_same_model():
         assert a["val_score"] == pytest.approx(b["val_score"], rel=1e-4)
 
 
-def test_cuda_graphs_refuse_cpu():
-    ds = synthetic()
+def test_cuda_graphs_refuse_cpu(synthetic_atomistic):
+    ds = synthetic_atomistic(40, min_atoms=3)
     with pytest.raises(ValueError, match="needs a CUDA device"):
         finetune(ds, None, SPLIT, CFG, _cfg(epochs=1), seed=0, cuda_graphs=True)
 
