@@ -39,7 +39,7 @@ from molgnn.chem.standardize import Rejection, standardize, standardize_mol_bloc
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
 from molgnn.data.readers import RESERVED_COLUMNS, RawRecord
-from molgnn.data.sources import open_source, units_for
+from molgnn.data.sources import checked_inputs, open_source, units_for
 from molgnn.data.columns import list_column
 
 UNKNOWN_UNIT = "unknown"
@@ -118,12 +118,7 @@ def ingest(inputs: list[str], out_dir: str | Path, *, smiles_column: str | None 
     ``target_columns``: ``None`` keeps every numeric column, ``[]`` none, a list those (each must be
     in at least one input).
     """
-    inputs = [str(s) for s in inputs]
-    if not inputs:
-        raise ValueError("ingest needs at least one input")
-    repeated = sorted(s for s, n in Counter(inputs).items() if n > 1)
-    if repeated:
-        raise ValueError(f"input(s) listed more than once: {repeated}")
+    inputs = checked_inputs(inputs, "ingest")
     if target_columns is not None:
         clash = sorted(set(target_columns) & RESERVED_COLUMNS)
         if clash:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -259,6 +260,18 @@ def source_files(source: str) -> list[Path]:
     if is_url(source):
         return []
     return [Path(source)]
+
+
+def checked_inputs(inputs, purpose: str) -> list[str]:
+    """``inputs`` as strings; a clear error if there are none or one is listed twice (its rows would
+    otherwise all be rejected as duplicates of themselves). ``purpose`` names the caller in the error."""
+    inputs = [str(s) for s in inputs]
+    if not inputs:
+        raise ValueError(f"{purpose} needs at least one input")
+    repeated = sorted(s for s, n in Counter(inputs).items() if n > 1)
+    if repeated:
+        raise ValueError(f"input(s) listed more than once: {repeated}")
+    return inputs
 
 
 def open_source(source: str, *, smiles_column: str | None = None, target_columns: list[str] | None = None,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -117,15 +116,10 @@ def prepare_library(inputs: Sequence[str], *, smiles_column: str | None = None, 
     Returns (kept DataFrame with source,row,raw,smiles and ``graph`` = position in the store,
     rejects DataFrame with schema.REJECT_COLUMNS, graph store, number of input rows).
     """
-    from molgnn.data.sources import open_source
+    from molgnn.data.sources import checked_inputs, open_source
     from molgnn.models.graph2d_model import concat_stores
 
-    inputs = [str(s) for s in inputs]
-    if not inputs:
-        raise ValueError("screening needs at least one input")
-    repeated = sorted(s for s, n in Counter(inputs).items() if n > 1)
-    if repeated:
-        raise ValueError(f"input(s) listed more than once: {repeated}")
+    inputs = checked_inputs(inputs, "screening")
     streams = [open_source(s, smiles_column=smiles_column, target_columns=[], limit=None) for s in inputs]
     meta, work = [], []
     for records in streams:
