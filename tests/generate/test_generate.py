@@ -17,11 +17,6 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def train(kind: str, seed: int = 0, epochs: int = 3):
     return train_generator(kind, TINY + BAD, epochs=epochs, batch_size=4, lr=1e-3, seed=seed, max_nodes=9,
                            **SMALL[kind])

@@ -18,11 +18,6 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 def run(kind, state=None, epochs=4, **kw):
     opts = dict(epochs=epochs, batch_size=4, lr=1e-3, seed=0, max_nodes=9, lr_schedule="cosine",
                 warmup_steps=3, ema_decay=0.9, state_path=state, checkpoint_every=0.0)
