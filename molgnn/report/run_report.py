@@ -101,6 +101,14 @@ class _Builder:
         save_figure(fig, self.images / name)
         self.add(image(f"{IMAGES}/{name}", alt))
 
+    def section(self, title: str, stage: str, missing: str = "_Not run._") -> StageResult | None:
+        """Start a section; the stage's result, or None (after saying so) when the stage did not run."""
+        self.add(title)
+        if stage not in self.results:
+            self.add(missing)
+            return None
+        return self.results[stage]
+
     def runs_line(self, *stages: str) -> str:
         parts = [f"{s} {code(self.results[s].info.get('mlflow_run_id') or self.results[s].info.get('produced_by_run'))}"
                  for s in stages if s in self.results]
@@ -131,11 +139,9 @@ def _header(b: _Builder) -> None:
 
 
 def _data(b: _Builder) -> None:
-    b.add("## 1. Data")
-    if "ingest" not in b.results:
-        b.add("_Not run._")
+    ing = b.section("## 1. Data", "ingest")
+    if ing is None:
         return
-    ing = b.results["ingest"]
     m = ing.metrics
     b.add(b.runs_line("ingest", "featurize") + f"; data md5 {code(b.meta.get('data_md5'))}.",
           b.cached_note("ingest"))
@@ -166,11 +172,10 @@ def _data(b: _Builder) -> None:
 def _pretrain(b: _Builder) -> None:
     from molgnn.report.plots import learning_curve
 
-    b.add("## 2. Pretraining (PaiNN: denoising + masked atoms)")
-    if "pretrain" not in b.results:
-        b.add("_Not run (pretraining disabled or fine-tuning from scratch)._")
+    r = b.section("## 2. Pretraining (PaiNN: denoising + masked atoms)", "pretrain",
+                  "_Not run (pretraining disabled or fine-tuning from scratch)._")
+    if r is None:
         return
-    r = b.results["pretrain"]
     b.add(b.runs_line("pretrain"), b.cached_note("pretrain"))
     b.add(table(["metric", "value"], [[k, fmt(v)] for k, v in r.metrics.items()]))
     history = _read_json(r.outputs.get("history"))
@@ -182,11 +187,9 @@ def _pretrain(b: _Builder) -> None:
 def _finetune(b: _Builder) -> None:
     from molgnn.report.plots import learning_curve, parity
 
-    b.add("## 3. Fine-tuning (PaiNN ensemble)")
-    if "finetune" not in b.results:
-        b.add("_Not run._")
+    r = b.section("## 3. Fine-tuning (PaiNN ensemble)", "finetune")
+    if r is None:
         return
-    r = b.results["finetune"]
     m, units = r.metrics, r.info.get("units", {})
     b.add(b.runs_line("finetune") + f" — init `{r.info.get('init', '?')}`, split `{r.info.get('split', '?')}` "
           f"({fmt(m.get('n_train'))} train / {fmt(m.get('n_val'))} val / {fmt(m.get('n_test'))} test).",
@@ -271,11 +274,9 @@ def _training_properties(b: _Builder):
 
 
 def _filter(b: _Builder) -> None:
-    b.add("## 5. Filtering")
-    if "filter" not in b.results:
-        b.add("_Not run._")
+    r = b.section("## 5. Filtering", "filter")
+    if r is None:
         return
-    r = b.results["filter"]
     m = r.metrics
     kinds = [name.split("-", 1)[1] for name in b.results if name.startswith("generate-")]
     b.add(b.runs_line("filter") + f" — {fmt(m.get('n_samples'))} samples in, "
@@ -290,11 +291,9 @@ def _filter(b: _Builder) -> None:
 
 
 def _screen(b: _Builder, top_k: int) -> None:
-    b.add("## 6. Screening and ranked candidates")
-    if "screen" not in b.results:
-        b.add("_Not run._")
+    r = b.section("## 6. Screening and ranked candidates", "screen")
+    if r is None:
         return
-    r = b.results["screen"]
     m = r.metrics
     b.add(b.runs_line("screen") + f" — {fmt(m.get('n_candidates'))} candidates, {fmt(m.get('n_ranked'))} ranked, "
           f"{fmt(m.get('n_rejected'))} rejected (each with its reason in `candidates.rejects.csv`).",
