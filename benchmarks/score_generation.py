@@ -79,13 +79,6 @@ def unit_of(metric: str) -> tuple[str, bool]:
     return UNITS.get(metric.split("/")[0], ("fraction", True))
 
 
-def git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
-
-
 def read_lines_gz(path: Path) -> list[str]:
     with gzip.open(path, "rt") as fh:
         return [line.strip() for line in fh if line.strip()]

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from moses_reference import git  # benchmarks/ is on sys.path when run as a script
+
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / ".bench" / "screen_speed"
 MOSES_TEST = Path("/work/shared/datasets/moses/test.csv.gz")
@@ -70,7 +72,7 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)   # 2 threads crawl when the 2 cores are shared (OpenMP oversubscription)
     BENCH.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "HEAD")
     date = dt.date.today().isoformat()
     command = "benchmarks/screen_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     records: list[dict] = []
@@ -201,7 +203,7 @@ def speed_only(args, argv) -> int:
     best = sorted((BENCH / "chemprop_model").rglob("best*.pt"))
     if not model_path.is_file() or not best:
         raise SystemExit(f"--speed-only needs {model_path} and {BENCH / 'chemprop_model'} from a full run")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    commit = git("rev-parse", "HEAD")
     command = "benchmarks/screen_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
     lib = BENCH / f"moses_test_{args.n}.csv"
     pd.read_csv(MOSES_TEST, nrows=args.n).rename(columns={"SMILES": "smiles"}).to_csv(lib, index=False)
