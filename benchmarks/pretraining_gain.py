@@ -122,102 +122,151 @@ def run(args: argparse.Namespace) -> int:
     detail = {"context": ctx, "args": vars(args), "n_pretrain_molecules": len(pre_data), "extra": extra_info,
               "n_val": int(len(val_sub)), "n_test": int(len(test_eval)), "pretrain": None, "runs": [], "skipped": []}
 
+    if args.append and (out / f"{args.name}_detail.json").exists():
+        # add to an earlier call's runs (same pretrained checkpoint): e.g. more seeds in a later GPU command
+        earlier = json.loads((out / f"{args.name}_detail.json").read_text())
+        detail["runs"], detail["skipped"] = earlier["runs"], earlier.get("skipped", [])
+        detail["earlier_calls"] = earlier.get("earlier_calls", []) + [earlier["context"]]
+
     def write() -> None:
-        (out / "pretraining_gain_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
-        (out / "pretraining_gain.json").write_text(json.dumps(records(detail, ctx, args), indent=2) + "\n")
+        (out / f"{args.name}_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
+        (out / f"{args.name}.json").write_text(json.dumps(records(detail, ctx, args), indent=2) + "\n")
 
-    # (1) pretraining
-    pcfg = PretrainConfig(epochs=100_000, batch_size=args.pretrain_batch, lr=args.pretrain_lr,
-                          noise_std=args.noise_std, mask_rate=0.15)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    pre = pretrain(pre_data, model_cfg, pcfg, seed=args.seed, device=device, amp=None, check_every=0,
-                   fused_optimizer=device.type == "cuda", max_seconds=args.pretrain_seconds,
-                   log_fn=lambda m, e: print(f"pretrain epoch {e}: " + ", ".join(f"{k.split('/')[-1]} {v:.4g}" for k, v in m.items()), flush=True))
-    pre_seconds = time.perf_counter() - t0
-    detail["pretrain"] = {"seconds": pre_seconds, "epochs": len(pre.history), "history": pre.history,
-                          "config": vars(pcfg) if hasattr(pcfg, "__dict__") else str(pcfg)}
+    # (1) pretraining, or a saved pretraining checkpoint (e.g. from an earlier GPU command)
+    if args.pretrained:
+        from molgnn.train.checkpoints import load_checkpoint
+
+        ckpt = load_checkpoint(args.pretrained)
+        detail["pretrain"] = {"loaded_from": args.pretrained, "seconds": float(sum(h["seconds"] for h in ckpt["history"])),
+                              "epochs": len(ckpt["history"]), "history": ckpt["history"],
+                              "config": ckpt["pretrain_config"], "n_molecules": ckpt["n_molecules"]}
+        detail["n_pretrain_molecules"] = int(ckpt["n_molecules"])
+    else:
+        pcfg = PretrainConfig(epochs=100_000, batch_size=args.pretrain_batch, lr=args.pretrain_lr,
+                              noise_std=args.noise_std, mask_rate=0.15)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        pre = pretrain(pre_data, model_cfg, pcfg, seed=args.seed, device=device, amp=args.pretrain_amp,
+                       check_every=0, fused_optimizer=device.type == "cuda", max_seconds=args.pretrain_seconds,
+                       log_fn=lambda m, e: print(f"pretrain epoch {e}: " + ", ".join(
+                           f"{k.split('/')[-1]} {v:.4g}" for k, v in m.items()), flush=True))
+        detail["pretrain"] = {"seconds": time.perf_counter() - t0, "epochs": len(pre.history),
+                              "history": pre.history, "config": vars(pcfg), "amp": args.pretrain_amp}
+        ckpt = pre.checkpoint
+        if args.save_pretrained:
+            from molgnn.train.checkpoints import save_checkpoint
+
+            save_checkpoint(ckpt, args.save_pretrained)
     write()
-    ckpt = pre.checkpoint
 
-    # (2) fine-tuning pairs
+    # (2) fine-tuning: per label count and seed, scratch and the pretrained encoder at each lr scale
     dataset = data.to(device)
+    inits = [("scratch", 1.0)] + [("pretrained", float(x)) for x in args.encoder_lr_scales]
     for n in args.labels:
-        per_run = args.finetune_seconds + args.run_overhead
-        left = (args.stop_at - time.time()) if args.stop_at else float("inf")
-        if left < 2 * per_run + 15:
-            detail["skipped"].append({"labels": n, "reason": f"{left:.0f} s left before --stop-at"})
-            print(f"skip N={n}: {left:.0f} s left", flush=True)
-            write()
-            continue
         lab = np.sort(label_order[:n])
-        cfg = FinetuneConfig(targets=["gap"], epochs=100_000, batch_size=args.batch_size, lr=args.lr,
-                             patience=100_000, split="random", ensemble_size=1)
         eval_every = max(1, args.eval_molecules // n)
-        for init in ("pretrained", "scratch"):
-            t1 = time.perf_counter()
-            res = finetune(dataset, None, (lab, val_sub, test_eval), model_cfg, cfg, seed=args.seed, device=device,
-                           pretrained=ckpt if init == "pretrained" else None, scheduler="cosine-time",
-                           time_budget_s=args.finetune_seconds, warmup_steps=args.warmup_steps,
-                           min_lr_ratio=0.01, device_batches=True, check_every=0, eval_every=eval_every,
-                           eval_batch_size=1000)
-            wall = time.perf_counter() - t1
-            curve = [{"epoch": h["epoch"], "train_seconds": h["elapsed_seconds"], "train_loss": h["train_loss"],
-                      "lr": h["lr"], **({"val_mae_meV": h["val_mae_gap"] * 1000} if "val_mae_gap" in h else {})}
-                     for h in res.history]
-            run_rec = {"labels": n, "init": init, "test_mae_meV": res.test_metrics["gap"]["mae"] * 1000,
-                       "test_rmse_meV": res.test_metrics["gap"]["rmse"] * 1000,
-                       "val_mae_meV": res.val_metrics["gap"]["mae"] * 1000,
-                       "best_epoch": res.checkpoint["best_epoch"], "epochs": len(res.history),
-                       "train_seconds": res.train_seconds, "wall_seconds": wall, "eval_every": eval_every,
-                       "curve": curve}
-            detail["runs"].append(run_rec)
-            print(f"N={n} {init}: test MAE {run_rec['test_mae_meV']:.1f} meV (val {run_rec['val_mae_meV']:.1f}), "
-                  f"{len(res.history)} epochs, best {run_rec['best_epoch']}, {wall:.1f} s", flush=True)
-            write()
+        for seed in args.seeds:
+            per_run = args.finetune_seconds + args.run_overhead
+            left = (args.stop_at - time.time()) if args.stop_at else float("inf")
+            if left < len(inits) * per_run + 15:
+                detail["skipped"].append({"labels": n, "seed": seed, "reason": f"{left:.0f} s left before --stop-at"})
+                print(f"skip N={n} seed {seed}: {left:.0f} s left", flush=True)
+                write()
+                continue
+            for init, enc_scale in inits:
+                cfg = FinetuneConfig(targets=["gap"], epochs=100_000, batch_size=args.batch_size, lr=args.lr,
+                                     patience=100_000, split="random", ensemble_size=1, encoder_lr_scale=enc_scale)
+                t1 = time.perf_counter()
+                res = finetune(dataset, None, (lab, val_sub, test_eval), model_cfg, cfg, seed=seed, device=device,
+                               pretrained=ckpt if init == "pretrained" else None, scheduler="cosine-time",
+                               time_budget_s=args.finetune_seconds, warmup_steps=args.warmup_steps,
+                               min_lr_ratio=0.01, device_batches=True, check_every=0, eval_every=eval_every,
+                               eval_batch_size=1000)
+                wall = time.perf_counter() - t1
+                curve = [{"epoch": h["epoch"], "train_seconds": h["elapsed_seconds"], "train_loss": h["train_loss"],
+                          "lr": h["lr"], **({"val_mae_meV": h["val_mae_gap"] * 1000} if "val_mae_gap" in h else {})}
+                         for h in res.history]
+                run_rec = {"labels": n, "init": init, "encoder_lr_scale": enc_scale, "seed": seed,
+                           "test_mae_meV": res.test_metrics["gap"]["mae"] * 1000,
+                           "test_rmse_meV": res.test_metrics["gap"]["rmse"] * 1000,
+                           "val_mae_meV": res.val_metrics["gap"]["mae"] * 1000,
+                           "best_epoch": res.checkpoint["best_epoch"], "epochs": len(res.history),
+                           "train_seconds": res.train_seconds, "wall_seconds": wall, "eval_every": eval_every,
+                           "curve": curve}
+                detail["runs"].append(run_rec)
+                print(f"N={n} seed {seed} {system_name(init, enc_scale)}: test MAE {run_rec['test_mae_meV']:.1f} meV "
+                      f"(val {run_rec['val_mae_meV']:.1f}), {len(res.history)} epochs, best {run_rec['best_epoch']}, "
+                      f"{wall:.1f} s", flush=True)
+                write()
     detail["call_wall_seconds"] = time.time() - t_start
     write()
     print_table(detail)
     return 0
 
 
-def pairs(detail):
-    by = {}
+def system_name(init: str, enc_scale: float) -> str:
+    if init == "scratch":
+        return "molgnn (scratch)"
+    return "molgnn (pretrained)" if enc_scale == 1.0 else f"molgnn (pretrained, encoder lr x{enc_scale:g})"
+
+
+def summary(detail):
+    """{labels: {system: {"test": mean test MAE, "val": mean val MAE, "per_seed": [...]}}} over the seeds
+    that every system of that label count completed."""
+    by: dict = {}
     for r in detail["runs"]:
-        by.setdefault(r["labels"], {})[r["init"]] = r
-    return {n: v for n, v in sorted(by.items()) if "pretrained" in v and "scratch" in v}
+        by.setdefault(r["labels"], {}).setdefault(system_name(r["init"], r.get("encoder_lr_scale", 1.0)), {})[
+            r.get("seed", 0)] = r
+    out = {}
+    for n, systems in sorted(by.items()):
+        if "molgnn (scratch)" not in systems or len(systems) < 2:
+            continue
+        seeds = sorted(set.intersection(*(set(v) for v in systems.values())))
+        if not seeds:
+            continue
+        out[n] = {name: {"test": float(np.mean([runs[s]["test_mae_meV"] for s in seeds])),
+                         "val": float(np.mean([runs[s]["val_mae_meV"] for s in seeds])),
+                         "per_seed": [runs[s]["test_mae_meV"] for s in seeds], "seeds": seeds}
+                  for name, runs in systems.items()}
+    return out
 
 
 def records(detail, ctx, args):
     pre = detail.get("pretrain") or {}
+    pcfg = pre.get("config") or {}
     setup = (f"PaiNN 128x3, cutoff 5, 20 RBF; pretraining {pre.get('seconds', float('nan')):.0f} s "
-             f"({pre.get('epochs', 0)} epochs, denoising sigma {args.noise_std} A + 15 % masked types, batch "
-             f"{args.pretrain_batch}, lr {args.pretrain_lr:g}, fp32) on {detail['n_pretrain_molecules']:,} unlabeled "
-             f"structures; fine-tuning {args.finetune_seconds:.0f} s per run (batch {args.batch_size}, AdamW "
-             f"{args.lr:g} cosine over the budget, fp32), best of {detail['n_val']:,} validation molecules, "
-             f"test on {detail['n_test']:,}")
+             f"({pre.get('epochs', 0)} epochs, denoising sigma {pcfg.get('noise_std')} A + 15 % masked types, batch "
+             f"{pcfg.get('batch_size')}, lr {pcfg.get('lr')}, {pre.get('amp') or 'fp32'}) on "
+             f"{detail['n_pretrain_molecules']:,} unlabeled structures; fine-tuning {args.finetune_seconds:.0f} s per "
+             f"run (batch {args.batch_size}, AdamW {args.lr:g} cosine over the budget, fp32; a pretrained encoder at "
+             f"lr x its scale), best of {detail['n_val']:,} validation molecules, test on {detail['n_test']:,}; "
+             f"values are means over fine-tuning seeds {list(args.seeds)}")
     out = []
 
-    def rec(system, metric, value, unit, hib=False):
+    def rec(system, metric, value, unit, hib=False, **extra):
         out.append({"benchmark": BENCH, "system": system, "metric": metric, "value": value, "unit": unit,
                     "higher_is_better": hib, "machine": ctx["machine"], "date": ctx["date"],
-                    "commit": ctx["commit"], "command": ctx["command"], "setup": setup})
+                    "commit": ctx["commit"], "command": ctx["command"], "setup": setup, **extra})
 
-    for n, v in pairs(detail).items():
-        rec("molgnn (pretrained)", f"gap test MAE @{n} labels", v["pretrained"]["test_mae_meV"], "meV")
-        rec("molgnn (scratch)", f"gap test MAE @{n} labels", v["scratch"]["test_mae_meV"], "meV")
-        gain = 100.0 * (1.0 - v["pretrained"]["test_mae_meV"] / v["scratch"]["test_mae_meV"])
-        rec("molgnn (pretrained)", f"gap test MAE reduction vs scratch @{n} labels", gain, "%", True)
+    for n, systems in summary(detail).items():
+        scratch = systems["molgnn (scratch)"]["test"]
+        for name, v in systems.items():
+            rec(name, f"gap test MAE @{n} labels", v["test"], "meV", per_seed=v["per_seed"])
+            if name != "molgnn (scratch)":
+                rec(name, f"gap test MAE reduction vs scratch @{n} labels", 100.0 * (1.0 - v["test"] / scratch), "%",
+                    True, per_seed=[100.0 * (1.0 - p / s) for p, s in
+                                    zip(v["per_seed"], systems["molgnn (scratch)"]["per_seed"])])
     return out
 
 
 def print_table(detail):
-    print("\n| labels | pretrained MAE (meV) | scratch MAE (meV) | reduction |")
-    print("|---:|---:|---:|---:|")
-    for n, v in pairs(detail).items():
-        p, s = v["pretrained"]["test_mae_meV"], v["scratch"]["test_mae_meV"]
-        print(f"| {n:,} | {p:.1f} | {s:.1f} | {100 * (1 - p / s):.1f} % |")
+    print("\n| labels | system | test MAE (meV, mean over seeds) | val MAE (meV) | reduction vs scratch |")
+    print("|---:|---|---:|---:|---:|")
+    for n, systems in summary(detail).items():
+        scratch = systems["molgnn (scratch)"]["test"]
+        for name, v in systems.items():
+            print(f"| {n:,} | {name} | {v['test']:.1f} | {v['val']:.1f} | {100 * (1 - v['test'] / scratch):.1f} % |")
 
 
 def main(argv=None) -> int:
@@ -234,10 +283,19 @@ def main(argv=None) -> int:
     r.add_argument("--npz", default=str(REPO / ".bench" / "qm9" / "qm9.npz"))
     r.add_argument("--extra", nargs="*", default=[], help="npz files of extra unlabeled structures")
     r.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    r.add_argument("--name", default="pretraining_gain", help="result files NAME.json and NAME_detail.json")
     r.add_argument("--pretrain-seconds", type=float, default=180.0)
     r.add_argument("--pretrain-batch", type=int, default=100)
     r.add_argument("--pretrain-lr", type=float, default=5e-4)
     r.add_argument("--noise-std", type=float, default=0.05)
+    r.add_argument("--pretrain-amp", choices=["bf16"], default=None, help="autocast of the pretraining forward pass")
+    r.add_argument("--pretrained", default=None, help="a saved pretraining checkpoint: skip pretraining")
+    r.add_argument("--save-pretrained", default=None, help="where to save the pretraining checkpoint")
+    r.add_argument("--encoder-lr-scales", type=float, nargs="+", default=[1.0],
+                   help="one pretrained run per scale: the encoder trains at lr x scale, the head at lr")
+    r.add_argument("--append", action="store_true",
+                   help="keep the runs already in OUT/NAME_detail.json and add these (use with --pretrained)")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds (head init, batch order)")
     r.add_argument("--finetune-seconds", type=float, default=25.0)
     r.add_argument("--run-overhead", type=float, default=4.0, help="expected seconds per run beyond the budget")
     r.add_argument("--labels", type=int, nargs="+", default=[1000, 10000, 100, 3000])

@@ -76,8 +76,11 @@ class FinetuneConfig:
     lr: float = 5e-4
     ensemble_size: int = 3
     patience: int = 10
+    encoder_lr_scale: float = 1.0  # lr multiplier of a *pretrained* encoder (the head always trains at lr)
 
     def __post_init__(self) -> None:
+        if not self.encoder_lr_scale > 0:
+            raise ConfigError(f"finetune.encoder_lr_scale must be positive, not {self.encoder_lr_scale}")
         if self.init not in ("pretrained", "scratch"):
             raise ConfigError(f"finetune.init must be 'pretrained' or 'scratch', not {self.init!r}")
         if self.split not in ("random", "scaffold"):

@@ -251,11 +251,11 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
 
     fused = (device.type == "cuda") if fused_optimizer is None else fused_optimizer
     opt_kw: dict[str, Any] = {"fused": True} if fused else {}
-    lr0: float | torch.Tensor = finetune_cfg.lr
-    if cuda_graphs:  # a graph reads the lr from this tensor; schedulers fill it in place
+    enc_scale = finetune_cfg.encoder_lr_scale if pretrained is not None else 1.0
+    if cuda_graphs:  # a graph reads each group's lr from a tensor; schedulers fill it in place
         opt_kw["capturable"] = True
-        lr0 = torch.tensor(finetune_cfg.lr, dtype=torch.float32, device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr0, weight_decay=weight_decay, **opt_kw)
+    optimizer = torch.optim.AdamW(_param_groups(model, finetune_cfg.lr, enc_scale, device if cuda_graphs else None),
+                                  lr=finetune_cfg.lr, weight_decay=weight_decay, **opt_kw)
     if scheduler == "plateau":
         sched: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=0.5, patience=lr_patience if lr_patience is not None else max(1, finetune_cfg.patience // 2))
@@ -399,7 +399,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         start_step = 0
         last = epoch == finetune_cfg.epochs or budget_over
         metrics: dict[str, float] = {
-            "train_loss": running["loss_sum"] / max(running["n_mol"], 1), "lr": float(optimizer.param_groups[0]["lr"]),
+            "train_loss": running["loss_sum"] / max(running["n_mol"], 1), "lr": float(optimizer.param_groups[-1]["lr"]),
             "seconds": running["seconds"],
             "molecules_per_second": running["n_mol"] / running["seconds"] if running["seconds"] > 0 else math.nan}
         if graphed is not None:
@@ -546,12 +546,31 @@ def _cosine_time_lr(base_lr: float, spent: float, budget: float, step: int, warm
     return lr
 
 
+def _param_groups(model: PropertyModel, lr: float, encoder_scale: float,
+                  tensor_lr_device: torch.device | None) -> list[dict[str, Any]]:
+    """One parameter group, or two when the encoder trains at ``lr * encoder_scale`` (a pretrained
+    encoder that a full-size step would pull away from what it learned). Each group carries its
+    ``lr_scale`` for the schedulers; ``tensor_lr_device`` makes each lr a tensor there (CUDA graphs)."""
+    def group(params: list[torch.nn.Parameter], scale: float) -> dict[str, Any]:
+        value: float | torch.Tensor = lr * scale
+        if tensor_lr_device is not None:
+            value = torch.tensor(value, dtype=torch.float32, device=tensor_lr_device)
+        return {"params": params, "lr": value, "lr_scale": scale}
+
+    if encoder_scale == 1.0:
+        return [group(list(model.parameters()), 1.0)]
+    encoder = {id(p) for p in model.encoder.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in encoder]
+    return [group(list(model.encoder.parameters()), encoder_scale), group(rest, 1.0)]
+
+
 def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
+        value = lr * group.get("lr_scale", 1.0)
         if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(lr)  # in place: a CUDA graph reads this tensor
+            group["lr"].fill_(value)  # in place: a CUDA graph reads this tensor
         else:
-            group["lr"] = lr
+            group["lr"] = value
 
 
 def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

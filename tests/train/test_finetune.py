@@ -10,7 +10,7 @@ import torch
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
-from molgnn.config import FinetuneConfig, ModelConfig, PretrainConfig
+from molgnn.config import ConfigError, FinetuneConfig, ModelConfig, PretrainConfig
 from molgnn.featurize.atomistic import AtomisticDataset, make_batch
 from molgnn.models.property_model import (CheckpointMismatchError, PropertyModel, element_counts, fit_atom_refs,
                                           target_statistics)
@@ -118,6 +118,30 @@ def test_pretrained_encoder_is_loaded(tables):
     other = ModelConfig(n_atom_basis=8, n_interactions=2, n_rbf=10, cutoff=4.0)
     with pytest.raises(CheckpointMismatchError, match="differs"):
         finetune(structures, targets, SPLIT, other, _cfg(epochs=0), seed=1, pretrained=pre)
+
+
+def test_encoder_lr_scale_slows_only_a_pretrained_encoder(tables):
+    structures, targets = tables
+    pre = pretrain(structures, CFG, PretrainConfig(epochs=1, batch_size=5), seed=0).checkpoint
+    enc = {k: v for k, v in pre["state_dict"].items() if k.startswith("encoder.")}
+
+    def moved(ckpt, prefix):  # largest absolute weight change of the parameters under prefix
+        return max(float((ckpt["state_dict"][k] - v).abs().max()) for k, v in enc.items() if k.startswith(prefix))
+
+    full = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=3), seed=1, pretrained=pre,
+                    scheduler="cosine-time", time_budget_s=60.0, warmup_steps=2).checkpoint
+    slow = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=3, encoder_lr_scale=1e-3), seed=1, pretrained=pre,
+                    scheduler="cosine-time", time_budget_s=60.0, warmup_steps=2)
+    assert moved(slow.checkpoint, "encoder.") < moved(full, "encoder.") / 100
+    heads = [k for k in full["state_dict"] if not k.startswith("encoder.") and full["state_dict"][k].is_floating_point()]
+    assert any(not torch.equal(slow.checkpoint["state_dict"][k], full["state_dict"][k]) for k in heads)
+    assert slow.history[-1]["lr"] > 0  # the reported lr is the head's
+    # a scratch encoder has nothing to keep: the scale does not apply
+    a = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=2), seed=1).checkpoint
+    b = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=2, encoder_lr_scale=1e-3), seed=1).checkpoint
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    with pytest.raises(ConfigError, match="encoder_lr_scale"):
+        _cfg(encoder_lr_scale=0.0)
 
 
 def test_nan_labels_are_masked(tables):
