@@ -147,12 +147,20 @@ def run(args: argparse.Namespace) -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
+        init_from = None
+        if args.pretrain_init:
+            from molgnn.train.checkpoints import load_checkpoint
+
+            init_from = load_checkpoint(args.pretrain_init)
         pre = pretrain(pre_data, model_cfg, pcfg, seed=args.seed, device=device, amp=args.pretrain_amp,
                        check_every=0, fused_optimizer=device.type == "cuda", max_seconds=args.pretrain_seconds,
+                       cosine_lr=args.pretrain_cosine, init_from=init_from,
                        log_fn=lambda m, e: print(f"pretrain epoch {e}: " + ", ".join(
                            f"{k.split('/')[-1]} {v:.4g}" for k, v in m.items()), flush=True))
-        detail["pretrain"] = {"seconds": time.perf_counter() - t0, "epochs": len(pre.history),
-                              "history": pre.history, "config": vars(pcfg), "amp": args.pretrain_amp}
+        detail["pretrain"] = {"seconds": float(sum(h["seconds"] for h in pre.history)), "epochs": len(pre.history),
+                              "this_call_seconds": time.perf_counter() - t0, "continued_from": args.pretrain_init,
+                              "cosine_lr": args.pretrain_cosine, "history": pre.history, "config": vars(pcfg),
+                              "amp": args.pretrain_amp}
         ckpt = pre.checkpoint
         if args.save_pretrained:
             from molgnn.train.checkpoints import save_checkpoint
@@ -241,7 +249,7 @@ def records(detail, ctx, args):
              f"{detail['n_pretrain_molecules']:,} unlabeled structures; fine-tuning {args.finetune_seconds:.0f} s per "
              f"run (batch {args.batch_size}, AdamW {args.lr:g} cosine over the budget, fp32; a pretrained encoder at "
              f"lr x its scale), best of {detail['n_val']:,} validation molecules, test on {detail['n_test']:,}; "
-             f"values are means over fine-tuning seeds {list(args.seeds)}")
+             f"values are means over the fine-tuning seeds whose values per_seed lists")
     out = []
 
     def rec(system, metric, value, unit, hib=False, **extra):
@@ -289,6 +297,8 @@ def main(argv=None) -> int:
     r.add_argument("--pretrain-lr", type=float, default=5e-4)
     r.add_argument("--noise-std", type=float, default=0.05)
     r.add_argument("--pretrain-amp", choices=["bf16"], default=None, help="autocast of the pretraining forward pass")
+    r.add_argument("--pretrain-init", default=None, help="continue pretraining from this pretraining checkpoint")
+    r.add_argument("--pretrain-cosine", action="store_true", help="cosine lr decay over --pretrain-seconds")
     r.add_argument("--pretrained", default=None, help="a saved pretraining checkpoint: skip pretraining")
     r.add_argument("--save-pretrained", default=None, help="where to save the pretraining checkpoint")
     r.add_argument("--encoder-lr-scales", type=float, nargs="+", default=[1.0],

@@ -20,7 +20,7 @@ import schnetpack.properties as props
 import torch
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
-from molgnn.train.steps import optimizer_step
+from molgnn.train.steps import cosine_time_lr, optimizer_step
 from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.data import schema
 from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_batches
@@ -354,7 +354,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         out_of_time = False
         for step, batch in enumerate(batches, start=start_step):
             if scheduler == "cosine-time":
-                _set_lr(optimizer, _cosine_time_lr(base_lr, total_spent(), time_budget_s, global_step,
+                _set_lr(optimizer, cosine_time_lr(base_lr, total_spent(), time_budget_s, global_step,
                                                    warmup_steps, min_lr_ratio))
             if graphed is not None:
                 loss = graphed(batch)  # the whole step, replayed from a CUDA graph
@@ -535,15 +535,6 @@ def _agreed(dist: _Dist, device: torch.device, *flags: bool) -> tuple[bool, ...]
     t = torch.tensor([float(f) for f in flags], device=device)
     torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
     return tuple(bool(v) for v in t.tolist())
-
-
-def _cosine_time_lr(base_lr: float, spent: float, budget: float, step: int, warmup_steps: int,
-                    min_ratio: float) -> float:
-    frac = min(1.0, max(0.0, spent / budget))
-    lr = base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
-    if warmup_steps and step < warmup_steps:
-        lr *= (step + 1) / warmup_steps
-    return lr
 
 
 def _param_groups(model: PropertyModel, lr: float, encoder_scale: float,

@@ -1,5 +1,8 @@
-"""One optimizer step shared by pretraining and fine-tuning: backward, optional AMP scaling, clipping."""
+"""Shared by pretraining and fine-tuning: one optimizer step (backward, optional AMP scaling, clipping)
+and the learning rate of a cosine schedule over a wall-clock budget."""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -19,3 +22,14 @@ def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optimizer: torch.
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
+
+
+def cosine_time_lr(base_lr: float, spent: float, budget: float, step: int, warmup_steps: int,
+                   min_ratio: float) -> float:
+    """Cosine from ``base_lr`` to ``base_lr * min_ratio`` over ``budget`` seconds (``spent`` so far), after
+    ``warmup_steps`` of linear warm-up."""
+    frac = min(1.0, max(0.0, spent / budget))
+    lr = base_lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * frac)))
+    if warmup_steps and step < warmup_steps:
+        lr *= (step + 1) / warmup_steps
+    return lr

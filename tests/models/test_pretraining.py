@@ -96,10 +96,32 @@ def test_pretrain_is_deterministic_and_reports_history(data):
         assert torch.equal(v, b.checkpoint["state_dict"][k])
     assert any(not torch.equal(v, c.checkpoint["state_dict"][k]) for k, v in a.checkpoint["state_dict"].items())
     assert [h["epoch"] for h in a.history] == [1, 2]
-    assert set(a.history[0]) == {"epoch", "loss", "denoise_loss", "mask_loss", "mask_accuracy", "seconds",
+    assert set(a.history[0]) == {"epoch", "loss", "denoise_loss", "mask_loss", "mask_accuracy", "seconds", "lr",
                                  "molecules_per_second"}
     assert [s for s, _ in logged] == [1, 2] and "pretrain/mask_accuracy" in logged[0][1]
     assert a.checkpoint["kind"] == "pretrain" and a.checkpoint["n_molecules"] == 5
     assert a.checkpoint["element_vocab"] == [1, 6, 7, 8, 9]
     rebuilt = model_from_checkpoint(a.checkpoint)
     assert isinstance(rebuilt, PretrainingModel) and rebuilt.elements == [1, 6, 7, 8, 9]
+
+
+def test_pretraining_continues_from_a_checkpoint_with_a_cosine_lr(data):
+    from molgnn.models.property_model import CheckpointMismatchError
+
+    structures = data[0]
+    cfg = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=4.0)
+    first = pretrain(structures, cfg, PretrainConfig(epochs=2, batch_size=4), seed=0).checkpoint
+    more = pretrain(structures, cfg, PretrainConfig(epochs=50, batch_size=4, lr=1e-3), seed=1, init_from=first,
+                    max_seconds=0.5, cosine_lr=True)
+    assert [h["epoch"] for h in more.history[:3]] == [1, 2, 3]  # earlier epochs kept in front
+    assert more.history[2]["lr"] > more.history[-1]["lr"]  # decayed over the 0.5 s
+    assert more.history[-1]["lr"] < 1e-3 * 0.5
+    # the continued run starts from the checkpoint's weights, not a fresh init (a zero lr keeps them)
+    kept = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, lr=0.0), seed=1, init_from=first)
+    for k, v in first["state_dict"].items():
+        torch.testing.assert_close(kept.checkpoint["state_dict"][k], v, msg=k)
+    with pytest.raises(CheckpointMismatchError, match="pretrained with"):
+        pretrain(structures, ModelConfig(n_atom_basis=16, n_interactions=1, n_rbf=6, cutoff=4.0),
+                 PretrainConfig(epochs=1, batch_size=4), seed=0, init_from=first)
+    with pytest.raises(ValueError, match="needs max_seconds"):
+        pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4), seed=0, cosine_lr=True)

@@ -12,6 +12,7 @@ from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, make_batch
 from molgnn.models.neighbors import neighbor_pairs, pair_table
 from molgnn.train.finetune import finetune
+from molgnn.train.steps import cosine_time_lr
 from molgnn.train.resume import ResumeError, ResumeMismatchError, fingerprint, load_state, save_state
 
 CFG = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=3.0)
@@ -162,8 +163,8 @@ def test_time_budget_and_cosine_time_schedule():
     assert res.completed and 1 <= len(res.history) < 1000
     assert res.train_seconds >= 1.5
     assert res.history[-1]["lr"] < 2e-3 * 0.5  # decayed towards zero by the end of the budget
-    assert ft._cosine_time_lr(1.0, 0.0, 10.0, 0, 4, 0.0) == pytest.approx(0.25)
-    assert ft._cosine_time_lr(1.0, 5.0, 10.0, 100, 4, 0.1) == pytest.approx(0.55)
+    assert cosine_time_lr(1.0, 0.0, 10.0, 0, 4, 0.0) == pytest.approx(0.25)
+    assert cosine_time_lr(1.0, 5.0, 10.0, 100, 4, 0.1) == pytest.approx(0.55)
     with pytest.raises(ValueError, match="needs time_budget_s"):
         finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, scheduler="cosine-time")
 
