@@ -3,20 +3,27 @@
     # (local, optional, RDKit) a few thousand MOSES conformers to add to the pretraining set
     python benchmarks/pretraining_gain.py prepare-moses --n 3000 --out .bench/gpu/moses3k.npz
     # (GPU) pretrain for --pretrain-seconds, then fine-tune both inits at each label count
-    python benchmarks/pretraining_gain.py run --npz .bench/gpu/qm9.npz --extra .bench/gpu/moses3k.npz \\
-        --pretrain-seconds 180 --finetune-seconds 25 --labels 1000 10000 100 3000 \\
+    python benchmarks/pretraining_gain.py run --npz .bench/gpu/qm9.npz --extra .bench/gpu/moses3k.npz \
+        --pretrain-seconds 180 --finetune-seconds 25 --labels 1000 10000 100 3000 \
         --stop-at $(( $(date +%s) + 500 )) --out OUT --commit $(git rev-parse HEAD)
+
+Pretraining longer than one GPU command: ``--save-pretrained`` writes the checkpoint, a later call
+continues it with ``--pretrain-init`` (``--pretrain-cosine`` decays the lr over that call) or
+fine-tunes from it with ``--pretrained``; ``--append`` adds a call's runs to the same result files.
+The recipe measured in benchmarks/README.md is three such commands.
 
 ``run``: (1) ``molgnn.train.pretrain.pretrain`` (coordinate denoising + masked atom types; fp32,
 fused AdamW, ``max_seconds``) of PaiNN 128 features / 3 interactions / 5 A cutoff / 20 RBF on the
 geometries of the QM9 training split (labels unused) plus any ``--extra`` structures; (2)
 ``molgnn.train.finetune.finetune`` on the HOMO-LUMO gap with N labels (nested seeded subsets of the
-training split), once from the pretrained encoder and once from scratch, the same seed (same head
+training split), from scratch and from the pretrained encoder (once per ``--encoder-lr-scales``
+value: the encoder trains at lr x scale, the head at lr), per ``--seeds`` value (head
 initialisation and batch order), the same validation subset and the same training time budget
-(cosine-time schedule), test MAE of the best-validation weights on the full test split. Pairs run
-in the order given; a pair that would not finish before ``--stop-at`` is skipped (recorded as such).
-Writes after every pair: ``pretraining_gain.json`` (records) and ``pretraining_gain_detail.json``
-(pretraining history, every run's curve) in ``--out``.
+(cosine-time schedule), test MAE of the best-validation weights on the full test split.
+``--scratch-encoder-lr-scales`` adds the ablation of a random encoder given such a scale. Groups
+run in the order given; one that would not finish before ``--stop-at`` is skipped (recorded as such).
+Writes after every run: ``NAME.json`` (records: means over seeds, per-seed values) and
+``NAME_detail.json`` (pretraining history, every run's curve) in ``--out``.
 """
 from __future__ import annotations
 
@@ -170,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
 
     # (2) fine-tuning: per label count and seed, scratch and the pretrained encoder at each lr scale
     dataset = data.to(device)
-    inits = [("scratch", 1.0)] + [("pretrained", float(x)) for x in args.encoder_lr_scales]
+    inits = ([("scratch", 1.0)] + [("scratch", float(x)) for x in args.scratch_encoder_lr_scales if float(x) != 1.0]
+             + [("pretrained", float(x)) for x in args.encoder_lr_scales])
     for n in args.labels:
         lab = np.sort(label_order[:n])
         eval_every = max(1, args.eval_molecules // n)
@@ -185,9 +193,14 @@ def run(args: argparse.Namespace) -> int:
             for init, enc_scale in inits:
                 cfg = FinetuneConfig(targets=["gap"], epochs=100_000, batch_size=args.batch_size, lr=args.lr,
                                      patience=100_000, split="random", ensemble_size=1, encoder_lr_scale=enc_scale)
+                start_from = ckpt if init == "pretrained" else None
+                if init == "scratch" and enc_scale != 1.0:
+                    # ablation: a freshly initialised encoder given the same lr scale as the pretrained one
+                    # (finetune applies the scale to loaded encoders only)
+                    start_from = random_encoder(model_cfg, ckpt["config"]["elements"], seed)
                 t1 = time.perf_counter()
                 res = finetune(dataset, None, (lab, val_sub, test_eval), model_cfg, cfg, seed=seed, device=device,
-                               pretrained=ckpt if init == "pretrained" else None, scheduler="cosine-time",
+                               pretrained=start_from, scheduler="cosine-time",
                                time_budget_s=args.finetune_seconds, warmup_steps=args.warmup_steps,
                                min_lr_ratio=0.01, device_batches=True, check_every=0, eval_every=eval_every,
                                eval_batch_size=1000)
@@ -213,10 +226,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def random_encoder(model_cfg, elements, seed: int) -> dict:
+    """A 'pretraining' checkpoint holding an untrained encoder (PyTorch's default init, seeded)."""
+    from molgnn.models.pretraining import PretrainingModel
+    from molgnn.train.checkpoints import checkpoint_from_model
+
+    torch.manual_seed(10_000 + seed)
+    return checkpoint_from_model(PretrainingModel(model_cfg, elements), seed=seed, random_init=True)
+
+
 def system_name(init: str, enc_scale: float) -> str:
-    if init == "scratch":
-        return "molgnn (scratch)"
-    return "molgnn (pretrained)" if enc_scale == 1.0 else f"molgnn (pretrained, encoder lr x{enc_scale:g})"
+    suffix = "" if enc_scale == 1.0 else f", encoder lr x{enc_scale:g}"
+    return f"molgnn ({init}{suffix})"
 
 
 def summary(detail):
@@ -303,6 +324,8 @@ def main(argv=None) -> int:
     r.add_argument("--save-pretrained", default=None, help="where to save the pretraining checkpoint")
     r.add_argument("--encoder-lr-scales", type=float, nargs="+", default=[1.0],
                    help="one pretrained run per scale: the encoder trains at lr x scale, the head at lr")
+    r.add_argument("--scratch-encoder-lr-scales", type=float, nargs="*", default=[],
+                   help="ablation: also scratch runs whose (random) encoder trains at lr x scale")
     r.add_argument("--append", action="store_true",
                    help="keep the runs already in OUT/NAME_detail.json and add these (use with --pretrained)")
     r.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds (head init, batch order)")
