@@ -76,7 +76,7 @@ class FinetuneConfig:
     lr: float = 5e-4
     ensemble_size: int = 3
     patience: int = 10
-    encoder_lr_scale: float = 1.0  # lr multiplier of a *pretrained* encoder (the head always trains at lr)
+    encoder_lr_scale: float = 2.0  # lr multiplier of a *pretrained* encoder (the head trains at lr); benchmarks/README.md
 
     def __post_init__(self) -> None:
         if not self.encoder_lr_scale > 0:
