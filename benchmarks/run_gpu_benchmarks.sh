@@ -2,7 +2,11 @@
 # One GPU command of the PaiNN benchmarks (see benchmarks/README.md).
 #
 #   benchmarks/run_gpu_benchmarks.sh all  OUT_DIR SECONDS   # throughput (both sides), then accuracy until SECONDS
+#   benchmarks/run_gpu_benchmarks.sh fresh OUT_DIR SECONDS  # a new accuracy run (torch.compile), no throughput
 #   benchmarks/run_gpu_benchmarks.sh acc  OUT_DIR SECONDS   # continue the accuracy run from its state file
+#                                                           # (.bench/acc/gap.pt; carry it there from an
+#                                                           # earlier command's OUT/gap_state.pt if the
+#                                                           # machine was given back in between)
 #   benchmarks/run_gpu_benchmarks.sh tput OUT_DIR SECONDS   # throughput only (schnetpack at batch 100 and 200,
 #                                                           # molgnn with CUDA graphs), no accuracy run; exits
 #                                                           # non-zero if any variant failed; writes
@@ -10,9 +14,10 @@
 #
 # Needs .bench/gpu/qm9.npz (benchmarks/prepare_qm9.py, hard-linked there) and, where schnetpack is not
 # installed, its wheels in .whl/sp (installed into /tmp/site). MOLGNN_COMMIT names the code version
-# recorded in the results; TIME_BUDGET (default 780) is the accuracy run's total training seconds.
+# recorded in the results; TIME_BUDGET (default 780) is the accuracy run's total training seconds;
+# COMPILE (yes/no) overrides the torch.compile choice.
 set -o pipefail
-phase=${1:?phase: all, acc or tput}
+phase=${1:?phase: all, fresh, acc or tput}
 out=${2:?output folder}
 seconds=${3:-570}
 start=$(date +%s)
@@ -41,10 +46,15 @@ if [ "$phase" = all ]; then
         --command "benchmarks/run_gpu_benchmarks.sh all OUT $seconds (benchmarks/painn_throughput.py)" \
         2>&1 | grep -v -E "FutureWarning|warnings.warn" | tee "$out/throughput.log"
     mkdir -p .bench/acc && cp "$out/painn_throughput_detail.json" .bench/acc/ 2>/dev/null
+elif [ "$phase" = fresh ]; then
+    rm -f .bench/acc/gap.pt .bench/acc/painn_throughput_detail.json
 elif [ ! -f .bench/acc/gap.pt ]; then
     echo "no accuracy state in .bench/acc/gap.pt to continue (run phase 'all' first, or carry it here)"; exit 1
 fi
-python3 benchmarks/qm9_accuracy.py --npz $npz --out "$out" --state .bench/acc/gap.pt --state-copy "$out/gap_state.pt" \
+# torch.compile: as the throughput run measured (phase all), else on (1.4x eager at batch 100 in results/detail/painn_throughput_detail.json)
+compile=${COMPILE:-auto}
+[ -f .bench/acc/painn_throughput_detail.json ] || compile=${COMPILE:-yes}
+python3 benchmarks/qm9_accuracy.py --npz $npz --compile "$compile" --out "$out" --state .bench/acc/gap.pt --state-copy "$out/gap_state.pt" \
     --time-budget "$budget" --stop-at $((start + seconds)) --throughput-detail .bench/acc/painn_throughput_detail.json \
     --commit "$commit" --command "benchmarks/run_gpu_benchmarks.sh $phase OUT $seconds, TIME_BUDGET=$budget (benchmarks/qm9_accuracy.py)" \
     2>&1 | grep -v -E "FutureWarning|warnings.warn" | tee "$out/accuracy_$phase.log"
