@@ -154,7 +154,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
              dist_check_every: int = 25, cuda_graphs: bool = False,
              pad_buckets: tuple[int, int] | None = None) -> FinetuneResult:
     """Train a PropertyModel on ``finetune_cfg.targets``; ``pretrained`` (a pretrain checkpoint) seeds
-    the encoder, None trains from scratch.
+    the encoder, None trains from scratch. A pretrained encoder trains at ``finetune_cfg.lr *
+    finetune_cfg.encoder_lr_scale``, the heads at ``finetune_cfg.lr`` (every schedule scales both).
 
     ``atom_refs`` fits per-element references for sum-aggregated targets on the training set (the
     loss scale is then the std of what remains). ``structures`` may be an AtomisticDataset that
@@ -540,8 +541,8 @@ def _agreed(dist: _Dist, device: torch.device, *flags: bool) -> tuple[bool, ...]
 def _param_groups(model: PropertyModel, lr: float, encoder_scale: float,
                   tensor_lr_device: torch.device | None) -> list[dict[str, Any]]:
     """One parameter group, or two when the encoder trains at ``lr * encoder_scale`` (a pretrained
-    encoder that a full-size step would pull away from what it learned). Each group carries its
-    ``lr_scale`` for the schedulers; ``tensor_lr_device`` makes each lr a tensor there (CUDA graphs)."""
+    encoder and a fresh head need not want the same step size). Each group carries its ``lr_scale``
+    for the schedulers; ``tensor_lr_device`` makes each lr a tensor there (CUDA graphs)."""
     def group(params: list[torch.nn.Parameter], scale: float) -> dict[str, Any]:
         value: float | torch.Tensor = lr * scale
         if tensor_lr_device is not None:
