@@ -78,10 +78,30 @@ def concat_structures(parts):
                             torch.from_numpy(np.concatenate(ptrs)))
 
 
+def pretraining_structures(args: argparse.Namespace, data, train: np.ndarray):
+    """The geometries of the QM9 training split (labels never read) plus the ``--extra`` structures,
+    as one AtomisticDataset; and a description of the extras."""
+    with np.load(args.npz) as d:
+        z_all, r_all, ptr_all = d["Z"], d["R"].reshape(-1, 3), d["ptr"].astype(np.int64)
+    sel = np.sort(train if args.max_pretrain is None else train[:args.max_pretrain])
+    counts = ptr_all[sel + 1] - ptr_all[sel]
+    atom_idx = np.repeat(ptr_all[sel], counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
+    sub_ptr = np.zeros(len(sel) + 1, np.int64)
+    np.cumsum(counts, out=sub_ptr[1:])
+    parts = [(z_all[atom_idx], r_all[atom_idx], sub_ptr, data.mol_ids[sel])]
+    extra_info = []
+    for path in args.extra or []:
+        with np.load(path) as e:
+            parts.append((e["Z"], e["R"], e["ptr"].astype(np.int64), e["mol_ids"]))
+            extra_info.append({"path": path, "molecules": int(len(e["ptr"]) - 1), "atoms": int(len(e["Z"]))})
+    return concat_structures(parts), extra_info
+
+
 def run(args: argparse.Namespace) -> int:
     from molgnn.config import FinetuneConfig, ModelConfig, PretrainConfig
     from molgnn.featurize.atomistic import AtomisticDataset
     from molgnn.train.finetune import finetune
+    from molgnn.train.checkpoints import load_checkpoint, save_checkpoint
     from molgnn.train.pretrain import pretrain
 
     t_start = time.time()
@@ -101,32 +121,13 @@ def run(args: argparse.Namespace) -> int:
     data = AtomisticDataset.from_npz(args.npz)
     with np.load(args.npz) as d:
         train, val, test = d["train_idx"], d["val_idx"], d["test_idx"]
-        z_all, r_all, ptr_all = d["Z"], d["R"].reshape(-1, 3), d["ptr"].astype(np.int64)
-    if args.max_pretrain is not None:
-        train_pre = train[:args.max_pretrain]
-    else:
-        train_pre = train
-    # pretraining structures: geometries of the QM9 training split (labels never read) + extras
-    sel = np.sort(train_pre)
-    counts = ptr_all[sel + 1] - ptr_all[sel]
-    atom_idx = np.concatenate([np.arange(ptr_all[i], ptr_all[i + 1]) for i in sel]) if len(sel) < 1000 else \
-        np.repeat(ptr_all[sel], counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
-    sub_ptr = np.zeros(len(sel) + 1, np.int64)
-    np.cumsum(counts, out=sub_ptr[1:])
-    parts = [(z_all[atom_idx], r_all[atom_idx], sub_ptr, data.mol_ids[sel])]
-    extra_info = []
-    for path in args.extra or []:
-        with np.load(path) as e:
-            parts.append((e["Z"], e["R"], e["ptr"].astype(np.int64), e["mol_ids"]))
-            extra_info.append({"path": path, "molecules": int(len(e["ptr"]) - 1), "atoms": int(len(e["Z"]))})
-    pre_data = concat_structures(parts)
 
     rng = np.random.default_rng(args.seed)
     label_order = rng.permutation(train)          # nested label subsets: the first N of one permutation
     val_sub = np.sort(np.random.default_rng(args.seed + 1).permutation(val)[:args.n_val])
     test_eval = test if args.max_test is None else test[:args.max_test]
 
-    detail = {"context": ctx, "args": vars(args), "n_pretrain_molecules": len(pre_data), "extra": extra_info,
+    detail = {"context": ctx, "args": vars(args), "n_pretrain_molecules": None, "extra": [],
               "n_val": int(len(val_sub)), "n_test": int(len(test_eval)), "pretrain": None, "runs": [], "skipped": []}
 
     if args.append and (out / f"{args.name}_detail.json").exists():
@@ -141,14 +142,14 @@ def run(args: argparse.Namespace) -> int:
 
     # (1) pretraining, or a saved pretraining checkpoint (e.g. from an earlier GPU command)
     if args.pretrained:
-        from molgnn.train.checkpoints import load_checkpoint
-
         ckpt = load_checkpoint(args.pretrained)
         detail["pretrain"] = {"loaded_from": args.pretrained, "seconds": float(sum(h["seconds"] for h in ckpt["history"])),
                               "epochs": len(ckpt["history"]), "history": ckpt["history"],
                               "config": ckpt["pretrain_config"], "n_molecules": ckpt["n_molecules"]}
         detail["n_pretrain_molecules"] = int(ckpt["n_molecules"])
     else:
+        pre_data, detail["extra"] = pretraining_structures(args, data, train)
+        detail["n_pretrain_molecules"] = len(pre_data)
         pcfg = PretrainConfig(epochs=100_000, batch_size=args.pretrain_batch, lr=args.pretrain_lr,
                               noise_std=args.noise_std, mask_rate=0.15)
         if device.type == "cuda":
@@ -156,8 +157,6 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         init_from = None
         if args.pretrain_init:
-            from molgnn.train.checkpoints import load_checkpoint
-
             init_from = load_checkpoint(args.pretrain_init)
         pre = pretrain(pre_data, model_cfg, pcfg, seed=args.seed, device=device, amp=args.pretrain_amp,
                        check_every=0, fused_optimizer=device.type == "cuda", max_seconds=args.pretrain_seconds,
@@ -170,8 +169,6 @@ def run(args: argparse.Namespace) -> int:
                               "amp": args.pretrain_amp}
         ckpt = pre.checkpoint
         if args.save_pretrained:
-            from molgnn.train.checkpoints import save_checkpoint
-
             save_checkpoint(ckpt, args.save_pretrained)
     write()
 

@@ -20,7 +20,7 @@ import schnetpack.properties as props
 import torch
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
-from molgnn.train.steps import cosine_time_lr, optimizer_step
+from molgnn.train.steps import cosine_time_lr, optimizer_step, set_lr
 from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.data import schema
 from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_batches
@@ -355,8 +355,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         out_of_time = False
         for step, batch in enumerate(batches, start=start_step):
             if scheduler == "cosine-time":
-                _set_lr(optimizer, cosine_time_lr(base_lr, total_spent(), time_budget_s, global_step,
-                                                   warmup_steps, min_lr_ratio))
+                set_lr(optimizer, cosine_time_lr(base_lr, total_spent(), time_budget_s, global_step,
+                                                  warmup_steps, min_lr_ratio))
             if graphed is not None:
                 loss = graphed(batch)  # the whole step, replayed from a CUDA graph
             else:
@@ -554,15 +554,6 @@ def _param_groups(model: PropertyModel, lr: float, encoder_scale: float,
     encoder = {id(p) for p in model.encoder.parameters()}
     rest = [p for p in model.parameters() if id(p) not in encoder]
     return [group(list(model.encoder.parameters()), encoder_scale), group(rest, 1.0)]
-
-
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        value = lr * group.get("lr_scale", 1.0)
-        if torch.is_tensor(group["lr"]):
-            group["lr"].fill_(value)  # in place: a CUDA graph reads this tensor
-        else:
-            group["lr"] = value
 
 
 def _optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from molgnn.featurize.atomistic import AtomisticDataset, iterate_batches
 from molgnn.models.pretraining import PretrainingModel, pretraining_loss
 from molgnn.models.property_model import CheckpointMismatchError
 from molgnn.train.checkpoints import checkpoint_from_model
-from molgnn.train.steps import cosine_time_lr, optimizer_step
+from molgnn.train.steps import cosine_time_lr, optimizer_step, set_lr
 
 LogFn = Callable[[dict[str, float], int], None]
 
@@ -110,9 +110,8 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
                                                      cutoff=model.cutoff, shuffle=True, generator=order_gen,
                                                      device=device)):
             if cosine_lr:
-                lr = cosine_time_lr(pretrain_cfg.lr, time.perf_counter() - started, max_seconds, step_count, 0, 0.01)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
+                set_lr(optimizer, cosine_time_lr(pretrain_cfg.lr, time.perf_counter() - started, max_seconds,
+                                                 step_count, 0, 0.01))
             step_count += 1
             with autocast:
                 out = pretraining_loss(model, batch, noise_std=pretrain_cfg.noise_std,

@@ -1,5 +1,5 @@
 """Shared by pretraining and fine-tuning: one optimizer step (backward, optional AMP scaling, clipping)
-and the learning rate of a cosine schedule over a wall-clock budget."""
+the learning rate of a cosine schedule over a wall-clock budget, and setting it."""
 from __future__ import annotations
 
 import math
@@ -33,3 +33,13 @@ def cosine_time_lr(base_lr: float, spent: float, budget: float, step: int, warmu
     if warmup_steps and step < warmup_steps:
         lr *= (step + 1) / warmup_steps
     return lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group at ``lr`` times its ``lr_scale`` (default 1); a tensor lr is filled in place."""
+    for group in optimizer.param_groups:
+        value = lr * group.get("lr_scale", 1.0)
+        if torch.is_tensor(group["lr"]):
+            group["lr"].fill_(value)  # in place: a CUDA graph reads this tensor
+        else:
+            group["lr"] = value

@@ -11,7 +11,7 @@ from molgnn.featurize.atomistic import DeviceBatcher
 from molgnn.models.property_model import PropertyModel
 from molgnn.train.cuda_graph_step import GraphedStep
 from molgnn.train.finetune import finetune, masked_scaled_mse
-from molgnn.train.steps import optimizer_step
+from molgnn.train.steps import optimizer_step, set_lr
 
 CFG = ModelConfig(n_atom_basis=8, n_interactions=2, n_rbf=6, cutoff=3.0)
 SPLIT = (np.arange(28), np.arange(28, 34), np.arange(34, 40))
@@ -87,7 +87,7 @@ def test_tensor_lr_is_set_in_place_and_saved_as_float():
 
     model, opt = _model_and_opt(lr_tensor=True)
     lr = opt.param_groups[0]["lr"]
-    ft._set_lr(opt, 1e-4)
+    set_lr(opt, 1e-4)
     assert opt.param_groups[0]["lr"] is lr and float(lr) == pytest.approx(1e-4)  # the tensor a graph reads
     saved = ft._optimizer_state(opt)
     assert saved["param_groups"][0]["lr"] == pytest.approx(1e-4) and saved["param_groups"][0]["capturable"] is False
