@@ -20,7 +20,10 @@ training split), from scratch and from the pretrained encoder (once per ``--enco
 value: the encoder trains at lr x scale, the head at lr), per ``--seeds`` value (head
 initialisation and batch order), the same validation subset and the same training time budget
 (cosine-time schedule), test MAE of the best-validation weights on the full test split.
-``--scratch-encoder-lr-scales`` adds the ablation of a random encoder given such a scale. Groups
+``--scratch-encoder-lr-scales`` adds the ablation of a random encoder given such a scale;
+``--select-on-val`` makes the scales an lr search of equal size for both inits: the first seed runs
+them all, the other seeds only each init's scale with the lowest validation MAE, and the records
+add the like-for-like comparison of the two chosen recipes. Groups
 run in the order given; one that would not finish before ``--stop-at`` is skipped (recorded as such).
 Writes after every run: ``NAME.json`` (records: means over seeds, per-seed values) and
 ``NAME_detail.json`` (pretraining history, every run's curve) in ``--out``.
@@ -176,18 +179,25 @@ def run(args: argparse.Namespace) -> int:
     dataset = data.to(device)
     inits = ([("scratch", 1.0)] + [("scratch", float(x)) for x in args.scratch_encoder_lr_scales if float(x) != 1.0]
              + [("pretrained", float(x)) for x in args.encoder_lr_scales])
+    detail.setdefault("selection", {})
     for n in args.labels:
         lab = np.sort(label_order[:n])
         eval_every = max(1, args.eval_molecules // n)
-        for seed in args.seeds:
+        for i, seed in enumerate(args.seeds):
+            todo = inits
+            if args.select_on_val and i > 0:
+                # the lr search ran at the first seed: the other seeds repeat each init's best scale only
+                sel = detail["selection"].get(str(n)) or select_on_val(detail["runs"], n, args.seeds[0], inits)
+                todo = [(init, sel[init]["encoder_lr_scale"]) for init in ("scratch", "pretrained") if init in sel]
+            todo = [(init, sc) for init, sc in todo if find_run(detail["runs"], n, init, sc, seed) is None]
             per_run = args.finetune_seconds + args.run_overhead
             left = (args.stop_at - time.time()) if args.stop_at else float("inf")
-            if left < len(inits) * per_run + 15:
+            if todo and left < len(todo) * per_run + 15:
                 detail["skipped"].append({"labels": n, "seed": seed, "reason": f"{left:.0f} s left before --stop-at"})
                 print(f"skip N={n} seed {seed}: {left:.0f} s left", flush=True)
                 write()
                 continue
-            for init, enc_scale in inits:
+            for init, enc_scale in todo:
                 cfg = FinetuneConfig(targets=["gap"], epochs=100_000, batch_size=args.batch_size, lr=args.lr,
                                      patience=100_000, split="random", ensemble_size=1, encoder_lr_scale=enc_scale)
                 start_from = ckpt if init == "pretrained" else None
@@ -217,6 +227,9 @@ def run(args: argparse.Namespace) -> int:
                       f"(val {run_rec['val_mae_meV']:.1f}), {len(res.history)} epochs, best {run_rec['best_epoch']}, "
                       f"{wall:.1f} s", flush=True)
                 write()
+            if args.select_on_val and i == 0:
+                detail["selection"][str(n)] = select_on_val(detail["runs"], n, seed, inits)
+                write()
     detail["call_wall_seconds"] = time.time() - t_start
     write()
     print_table(detail)
@@ -237,25 +250,43 @@ def system_name(init: str, enc_scale: float) -> str:
     return f"molgnn ({init}{suffix})"
 
 
+def find_run(runs, n: int, init: str, enc_scale: float, seed: int):
+    for r in runs:
+        if (r["labels"], r["init"], r.get("encoder_lr_scale", 1.0), r.get("seed", 0)) == (n, init, enc_scale, seed):
+            return r
+    return None
+
+
+def select_on_val(runs, n: int, seed: int, inits) -> dict:
+    """Per init, the encoder-lr scale (among this call's) with the lowest validation MAE at ``seed``."""
+    sel = {}
+    for init in ("scratch", "pretrained"):
+        done = [r for r in (find_run(runs, n, i, sc, seed) for i, sc in inits if i == init) if r is not None]
+        if done:
+            best = min(done, key=lambda r: r["val_mae_meV"])
+            sel[init] = {"encoder_lr_scale": best["encoder_lr_scale"], "seed": seed,
+                         "val_mae_meV": {f"x{r['encoder_lr_scale']:g}": r["val_mae_meV"] for r in done}}
+    return sel
+
+
 def summary(detail):
-    """{labels: {system: {"test": mean test MAE, "val": mean val MAE, "per_seed": [...]}}} over the seeds
-    that every system of that label count completed."""
+    """{labels: {system: {seed: run}}}."""
     by: dict = {}
     for r in detail["runs"]:
         by.setdefault(r["labels"], {}).setdefault(system_name(r["init"], r.get("encoder_lr_scale", 1.0)), {})[
             r.get("seed", 0)] = r
-    out = {}
-    for n, systems in sorted(by.items()):
-        if "molgnn (scratch)" not in systems or len(systems) < 2:
-            continue
-        seeds = sorted(set.intersection(*(set(v) for v in systems.values())))
-        if not seeds:
-            continue
-        out[n] = {name: {"test": float(np.mean([runs[s]["test_mae_meV"] for s in seeds])),
-                         "val": float(np.mean([runs[s]["val_mae_meV"] for s in seeds])),
-                         "per_seed": [runs[s]["test_mae_meV"] for s in seeds], "seeds": seeds}
-                  for name, runs in systems.items()}
-    return out
+    return {n: systems for n, systems in sorted(by.items()) if "molgnn (scratch)" in systems}
+
+
+def compare(runs, ref):
+    """Mean test MAEs of two systems ({seed: run}) and the MAE reduction, over their common seeds."""
+    seeds = sorted(set(runs) & set(ref))
+    mae = [runs[s]["test_mae_meV"] for s in seeds]
+    ref_mae = [ref[s]["test_mae_meV"] for s in seeds]
+    return {"seeds": seeds, "per_seed": mae, "ref_per_seed": ref_mae, "test": float(np.mean(mae)) if seeds else None,
+            "val": float(np.mean([runs[s]["val_mae_meV"] for s in seeds])) if seeds else None,
+            "reduction": [100.0 * (1.0 - a / b) for a, b in zip(mae, ref_mae)],
+            "reduction_of_means": 100.0 * (1.0 - np.mean(mae) / np.mean(ref_mae)) if seeds else None}
 
 
 def records(detail, ctx, args):
@@ -276,23 +307,49 @@ def records(detail, ctx, args):
                     "commit": ctx["commit"], "command": ctx["command"], "setup": setup, **extra})
 
     for n, systems in summary(detail).items():
-        scratch = systems["molgnn (scratch)"]["test"]
-        for name, v in systems.items():
-            rec(name, f"gap test MAE @{n} labels", v["test"], "meV", per_seed=v["per_seed"])
+        scratch = systems["molgnn (scratch)"]
+        for name, runs in systems.items():
+            seeds = sorted(runs)
+            rec(name, f"gap test MAE @{n} labels", float(np.mean([runs[s]["test_mae_meV"] for s in seeds])), "meV",
+                per_seed=[runs[s]["test_mae_meV"] for s in seeds], seeds=seeds)
             if name != "molgnn (scratch)":
-                rec(name, f"gap test MAE reduction vs scratch @{n} labels", 100.0 * (1.0 - v["test"] / scratch), "%",
-                    True, per_seed=[100.0 * (1.0 - p / s) for p, s in
-                                    zip(v["per_seed"], systems["molgnn (scratch)"]["per_seed"])])
+                c = compare(runs, scratch)
+                if c["seeds"]:
+                    rec(name, f"gap test MAE reduction vs scratch @{n} labels", c["reduction_of_means"], "%", True,
+                        per_seed=c["reduction"], seeds=c["seeds"])
+        sel = detail.get("selection", {}).get(str(n))
+        if sel and {"scratch", "pretrained"} <= set(sel):
+            # like for like: each init at the encoder-lr scale its own validation MAE chose
+            chosen = {init: systems[system_name(init, sel[init]["encoder_lr_scale"])] for init in sel}
+            c = compare(chosen["pretrained"], chosen["scratch"])
+            for init in ("scratch", "pretrained"):
+                cc = c if init == "pretrained" else compare(chosen["scratch"], chosen["pretrained"])
+                rec(f"molgnn ({init}, encoder lr chosen on validation)", f"gap test MAE @{n} labels", cc["test"], "meV",
+                    per_seed=cc["per_seed"], seeds=cc["seeds"], encoder_lr_scale=sel[init]["encoder_lr_scale"],
+                    search=sel[init]["val_mae_meV"])
+            rec("molgnn (pretrained, encoder lr chosen on validation)",
+                f"gap test MAE reduction vs scratch, each init's encoder lr chosen on validation @{n} labels",
+                c["reduction_of_means"], "%", True, per_seed=c["reduction"], seeds=c["seeds"])
     return out
 
 
 def print_table(detail):
-    print("\n| labels | system | test MAE (meV, mean over seeds) | val MAE (meV) | reduction vs scratch |")
-    print("|---:|---|---:|---:|---:|")
+    print("\n| labels | system | test MAE (meV, mean over seeds) | val MAE (meV) | reduction vs scratch | seeds |")
+    print("|---:|---|---:|---:|---:|---|")
     for n, systems in summary(detail).items():
-        scratch = systems["molgnn (scratch)"]["test"]
-        for name, v in systems.items():
-            print(f"| {n:,} | {name} | {v['test']:.1f} | {v['val']:.1f} | {100 * (1 - v['test'] / scratch):.1f} % |")
+        for name, runs in systems.items():
+            c = compare(runs, systems["molgnn (scratch)"])
+            red = "–" if c["reduction_of_means"] is None else f"{c['reduction_of_means']:.1f} %"
+            print(f"| {n:,} | {name} | {np.mean([r['test_mae_meV'] for r in runs.values()]):.1f} | "
+                  f"{np.mean([r['val_mae_meV'] for r in runs.values()]):.1f} | {red} | "
+                  f"{sorted(runs)} |")
+        sel = detail.get("selection", {}).get(str(n))
+        if sel and {"scratch", "pretrained"} <= set(sel):
+            c = compare(systems[system_name("pretrained", sel["pretrained"]["encoder_lr_scale"])],
+                        systems[system_name("scratch", sel["scratch"]["encoder_lr_scale"])])
+            print(f"| {n:,} | chosen on validation: scratch x{sel['scratch']['encoder_lr_scale']:g}, pretrained "
+                  f"x{sel['pretrained']['encoder_lr_scale']:g} | {c['test']:.1f} vs {np.mean(c['ref_per_seed']):.1f} | | "
+                  f"{c['reduction_of_means']:.1f} % | {c['seeds']} |")
 
 
 def main(argv=None) -> int:
@@ -324,7 +381,11 @@ def main(argv=None) -> int:
     r.add_argument("--scratch-encoder-lr-scales", type=float, nargs="*", default=[],
                    help="ablation: also scratch runs whose (random) encoder trains at lr x scale")
     r.add_argument("--append", action="store_true",
-                   help="keep the runs already in OUT/NAME_detail.json and add these (use with --pretrained)")
+                   help="keep the runs already in OUT/NAME_detail.json and add these, skipping any run (labels, "
+                        "init, scale, seed) already there (use with --pretrained)")
+    r.add_argument("--select-on-val", action="store_true",
+                   help="lr search: the first seed runs every init x scale; the other seeds only each init's scale "
+                        "with the lowest validation MAE at the first seed")
     r.add_argument("--seeds", type=int, nargs="+", default=[0], help="fine-tuning seeds (head init, batch order)")
     r.add_argument("--finetune-seconds", type=float, default=25.0)
     r.add_argument("--run-overhead", type=float, default=4.0, help="expected seconds per run beyond the budget")
