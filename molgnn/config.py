@@ -63,6 +63,11 @@ class PretrainConfig:
     denoise_weight: float = 1.0
     mask_weight: float = 1.0
     max_molecules: int | None = None
+    lr_schedule: str = "constant"  # or "cosine": decay to 1 % over the epochs (benchmarks/README.md, pretraining)
+
+    def __post_init__(self) -> None:
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError(f"pretrain.lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
 
 
 @dataclass

@@ -60,6 +60,7 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     epoch sums on the device otherwise; ``fused_optimizer`` (default: on CUDA) uses fused AdamW;
     ``max_seconds`` ends training at the first epoch boundary after that many seconds; ``cosine_lr``
     then decays the lr over those seconds to 1 % (a decayed end gives a better encoder than a constant lr).
+    Without it, ``pretrain_cfg.lr_schedule == "cosine"`` decays the lr to 1 % over the configured epochs.
 
     ``init_from``: a pretraining checkpoint to continue from (its weights; a fresh optimizer), e.g. to
     pretrain longer than one GPU command; the model config must match and its history is kept in front.
@@ -94,6 +95,7 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
                 if amp is not None else contextlib.nullcontext())
+    total_steps = pretrain_cfg.epochs * math.ceil(len(indices) / pretrain_cfg.batch_size)
     started = time.perf_counter()
     order_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed)
@@ -111,6 +113,9 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
                                                      device=device)):
             if cosine_lr:
                 set_lr(optimizer, cosine_time_lr(pretrain_cfg.lr, time.perf_counter() - started, max_seconds,
+                                                 step_count, 0, 0.01))
+            elif pretrain_cfg.lr_schedule == "cosine":  # the same cosine over steps: the last one at 1 %
+                set_lr(optimizer, cosine_time_lr(pretrain_cfg.lr, step_count, max(1, total_steps - 1),
                                                  step_count, 0, 0.01))
             step_count += 1
             with autocast:

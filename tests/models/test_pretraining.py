@@ -125,3 +125,17 @@ def test_pretraining_continues_from_a_checkpoint_with_a_cosine_lr(data):
                  PretrainConfig(epochs=1, batch_size=4), seed=0, init_from=first)
     with pytest.raises(ValueError, match="needs max_seconds"):
         pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4), seed=0, cosine_lr=True)
+
+
+def test_pretraining_cosine_schedule_over_the_configured_epochs(data):
+    from molgnn.config import ConfigError
+
+    cfg = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=4.0)
+    res = pretrain(data[0], cfg, PretrainConfig(epochs=4, batch_size=2, lr=1e-3, lr_schedule="cosine"), seed=0)
+    lrs = [h["lr"] for h in res.history]
+    assert lrs == sorted(lrs, reverse=True) and lrs[0] < 1e-3
+    assert lrs[-1] == pytest.approx(1e-3 * 0.01, rel=0.05)  # the last step ends the decay
+    flat = pretrain(data[0], cfg, PretrainConfig(epochs=2, batch_size=2, lr=1e-3), seed=0)
+    assert [h["lr"] for h in flat.history] == [1e-3, 1e-3]
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        PretrainConfig(lr_schedule="linear")
