@@ -46,7 +46,23 @@ def column(record: dict) -> str:
     return f"{record['system']} ({record['sample']})" if record.get("sample") else record["system"]
 
 
+def split_by_machine(records: list[dict]) -> list[dict]:
+    """Where one system's records of a benchmark come from several machines, give each machine its own
+    column (e.g. "molgnn (1x NVIDIA H100 80GB HBM3)"): one column must not mix GPUs."""
+    machines: dict[str, set] = {}
+    for r in records:
+        machines.setdefault(column(r), set()).add(r.get("machine"))
+    out = []
+    for r in records:
+        if len(machines[column(r)]) > 1 and r.get("machine"):
+            gpu = r["machine"].split(",")[0]
+            r = {**r, "sample": f"{r['sample']}, {gpu}" if r.get("sample") else gpu}
+        out.append(r)
+    return out
+
+
 def table(benchmark: str, records: list[dict]) -> list[str]:
+    records = split_by_machine(records)
     systems = list(dict.fromkeys(column(r) for r in records))
     metrics = list(dict.fromkeys(r["metric"] for r in records))
     cell = {(r["metric"], column(r)): r for r in records}

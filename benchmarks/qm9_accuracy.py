@@ -171,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print("\n| train s | epoch | " + " | ".join(f"val {t} | test {t}" for t in args.targets) + " |")
     print("|---|---|" + "---|---|" * len(args.targets))
-    step = max(1, len(curve) // 25)
-    for p in curve[::step] + ([curve[-1]] if curve and (len(curve) - 1) % step else []):
+    # the evaluated epochs only (every eval_every-th): a stride over all epochs can miss every one of them
+    shown = [p for p in curve if any(f"val_mae_{t}" in p for t in args.targets)] or curve
+    step = max(1, len(shown) // 25)
+    for p in shown[::step] + ([shown[-1]] if shown and (len(shown) - 1) % step else []):
         cells = " | ".join(f"{p.get(f'val_mae_{t}', float('nan')):.1f} | {p.get(f'test_mae_{t}', float('nan')):.1f}"
                            for t in args.targets)
         print(f"| {p['train_seconds']:.0f} | {p['epoch']} | {cells} |")
