@@ -15,6 +15,19 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """torch on one thread in every test, restored at the end: tests compare training runs bit for bit
+    (two threads may split sums differently between runs), and tiny models gain nothing from a second
+    core on the shared 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def prefect_harness():
     from prefect.testing.utilities import prefect_test_harness

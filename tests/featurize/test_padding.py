@@ -39,7 +39,6 @@ def _loss_and_grads(model: PropertyModel, batch: dict) -> tuple[torch.Tensor, to
 @pytest.mark.parametrize("extra_atoms,extra_pairs,extra_slots", [(2, 0, 1), (5, 37, 1), (64, 1000, 4)])
 def test_padding_keeps_loss_gradients_and_predictions(extra_atoms, extra_pairs, extra_slots,
                                                       synthetic_atomistic):
-    torch.set_num_threads(1)
     ds = synthetic_atomistic(30, min_atoms=2, missing_gap=[3])
     idx = [4, 3, 17, 0, 9, 22, 11]
     batch = make_batch(ds, idx, cutoff=CUTOFF)

@@ -26,11 +26,6 @@ N_MAX = 6
 T = 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
-
-
 @pytest.fixture(scope="module")
 def data():
     vocab = GraphVocab.from_smiles(SMILES)
@@ -65,7 +60,7 @@ def test_regressor_loss_decreases_and_fits_clean_graphs(data, trained):
 
 def test_regressor_training_is_deterministic(data):
     _, x, e, labels, diffusion, _ = data
-    # one thread (tests/generate/conftest.py): two CPU threads may split sums differently between runs
+    # one thread (tests/conftest.py): two CPU threads may split sums differently between runs
     a, b = (train_noisy_regressor(diffusion, x, e, labels, properties=["n_oxygen"], epochs=20, batch_size=8,
                                   lr=3e-3, seed=0, hidden_dim=32, n_layers=2, n_heads=4).regressor.state_dict()
             for _ in range(2))

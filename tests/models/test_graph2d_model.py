@@ -48,7 +48,6 @@ def test_prediction_is_independent_of_batching_and_order():
 
 
 def test_training_fits_a_simple_graph_property_and_checkpoint_round_trips(tmp_path):
-    torch.set_num_threads(1)
     smiles = ["C" * n for n in range(1, 9)] + ["C" * n + "O" for n in range(1, 9)] + ["c1ccccc1" + "C" * n for n in range(6)]
     store, _ = g2.featurize_many(smiles)
     y = torch.tensor([[float(s.count("C") + s.count("c"))] for s in smiles])  # carbon count

@@ -16,7 +16,6 @@ T = 20
 
 @pytest.fixture(scope="module")
 def data():
-    torch.set_num_threads(1)
     vocab = GraphVocab.from_smiles(TINY)
     x, e, _, rejects = encode_many(TINY, vocab, 9)
     assert not rejects

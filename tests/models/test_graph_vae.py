@@ -9,7 +9,6 @@ TINY = ["CC(=O)O", "c1ccoc1", "C#N", "OCC1CC1", "[NH3+]CC([O-])=O", "CC1(C)CN1",
 
 @pytest.fixture(scope="module")
 def data():
-    torch.set_num_threads(1)
     vocab = GraphVocab.from_smiles(TINY)
     x, e, kept, rejects = encode_many(TINY, vocab, 9)
     assert not rejects

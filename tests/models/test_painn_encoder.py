@@ -37,7 +37,6 @@ def _orthogonal(reflect: bool, seed: int = 0) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def batches():
-    torch.set_num_threads(1)
     ds = AtomisticDataset.from_frames(_structures(), dtype=torch.float64)
     out = {}
     for reflect in (False, True):

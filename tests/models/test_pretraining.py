@@ -30,7 +30,6 @@ def _structures(smiles=SMILES) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def data():
-    torch.set_num_threads(1)
     df = _structures()
     ds = AtomisticDataset.from_frames(df)
     return df, ds, make_batch(ds, range(len(ds)), cutoff=CFG.cutoff)

@@ -17,7 +17,6 @@ TRAIN = ["CCO", "c1ccncc1", "NCC(=O)O", "CC#N", "OCC(F)F", "CCCC", "CC(C)O", "c1
 
 @pytest.fixture(scope="module")
 def model_2d():
-    torch.set_num_threads(1)
     labels = np.array([[len(s) / 3.0] for s in TRAIN])
     teacher = labels + 0.1
     return distill_2d(TRAIN, labels, teacher, ["gap"], val_smiles=TRAIN[:4], val_labels=labels[:4],

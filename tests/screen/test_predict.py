@@ -37,7 +37,6 @@ def _member(seed: int, targets=("gap", "homo")) -> dict:
 
 @pytest.fixture(scope="module")
 def structures():
-    torch.set_num_threads(1)
     return _structures()
 
 

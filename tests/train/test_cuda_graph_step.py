@@ -29,7 +29,6 @@ def _model_and_opt(lr_tensor: bool):
 
 
 def test_graphed_step_bookkeeping_matches_eager_unpadded_steps(synthetic_atomistic):
-    torch.set_num_threads(1)
     ds = synthetic_atomistic(40, min_atoms=3)
     batcher = DeviceBatcher(ds, CFG.cutoff)
     order = np.random.default_rng(0).permutation(28)
@@ -65,7 +64,6 @@ def test_graphed_step_needs_capturable_optimizer_and_cuda():
 
 
 def test_padded_finetuning_trains_the_same_model(synthetic_atomistic):
-    torch.set_num_threads(1)
     ds = synthetic_atomistic(40, min_atoms=3)
     base = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0)
     padded = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, pad_buckets=(16, 64), check_every=0)

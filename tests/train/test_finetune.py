@@ -39,7 +39,6 @@ def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def tables():
-    torch.set_num_threads(1)
     return _tables()
 
 
