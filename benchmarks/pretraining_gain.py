@@ -300,9 +300,10 @@ def records(detail, ctx, args):
              f"lr x its scale), best of {detail['n_val']:,} validation molecules, test on {detail['n_test']:,}; "
              f"values are means over the fine-tuning seeds whose values per_seed lists")
     out = []
+    bench = BENCH + (": encoder-lr search of equal size for both inits" if args.select_on_val else "")
 
     def rec(system, metric, value, unit, hib=False, **extra):
-        out.append({"benchmark": BENCH, "system": system, "metric": metric, "value": value, "unit": unit,
+        out.append({"benchmark": bench, "system": system, "metric": metric, "value": value, "unit": unit,
                     "higher_is_better": hib, "machine": ctx["machine"], "date": ctx["date"],
                     "commit": ctx["commit"], "command": ctx["command"], "setup": setup, **extra})
 
