@@ -323,11 +323,10 @@ def records(detail, ctx, args):
             # like for like: each init at the encoder-lr scale its own validation MAE chose
             chosen = {init: systems[system_name(init, sel[init]["encoder_lr_scale"])] for init in sel}
             c = compare(chosen["pretrained"], chosen["scratch"])
-            for init in ("scratch", "pretrained"):
-                cc = c if init == "pretrained" else compare(chosen["scratch"], chosen["pretrained"])
-                rec(f"molgnn ({init}, encoder lr chosen on validation)", f"gap test MAE @{n} labels", cc["test"], "meV",
-                    per_seed=cc["per_seed"], seeds=cc["seeds"], encoder_lr_scale=sel[init]["encoder_lr_scale"],
-                    search=sel[init]["val_mae_meV"])
+            for init, per_seed in (("scratch", c["ref_per_seed"]), ("pretrained", c["per_seed"])):
+                rec(f"molgnn ({init}, encoder lr chosen on validation)", f"gap test MAE @{n} labels",
+                    float(np.mean(per_seed)), "meV", per_seed=per_seed, seeds=c["seeds"],
+                    encoder_lr_scale=sel[init]["encoder_lr_scale"], search=sel[init]["val_mae_meV"])
             rec("molgnn (pretrained, encoder lr chosen on validation)",
                 f"gap test MAE reduction vs scratch, each init's encoder lr chosen on validation @{n} labels",
                 c["reduction_of_means"], "%", True, per_seed=c["reduction"], seeds=c["seeds"])
@@ -349,8 +348,8 @@ def print_table(detail):
             c = compare(systems[system_name("pretrained", sel["pretrained"]["encoder_lr_scale"])],
                         systems[system_name("scratch", sel["scratch"]["encoder_lr_scale"])])
             print(f"| {n:,} | chosen on validation: scratch x{sel['scratch']['encoder_lr_scale']:g}, pretrained "
-                  f"x{sel['pretrained']['encoder_lr_scale']:g} | {c['test']:.1f} vs {np.mean(c['ref_per_seed']):.1f} | | "
-                  f"{c['reduction_of_means']:.1f} % | {c['seeds']} |")
+                  f"x{sel['pretrained']['encoder_lr_scale']:g} | {c['test']:.1f} vs "
+                  f"{np.mean(c['ref_per_seed']):.1f} | | {c['reduction_of_means']:.1f} % | {c['seeds']} |")
 
 
 def main(argv=None) -> int:
