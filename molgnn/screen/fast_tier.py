@@ -90,7 +90,6 @@ def _prepare_chunk(args: tuple[list[tuple[str | None, str | None, str | None]], 
     """Standardize and featurize one chunk: (per row: smiles or (stage, reason)), graph store of the kept."""
     from molgnn.models.graph2d_model import featurize_many
 
-    torch.set_num_threads(1)
     rows, max_heavy_atoms = args
     outcome: list[Any] = []
     mols = []
@@ -132,7 +131,9 @@ def prepare_library(inputs: Sequence[str], *, smiles_column: str | None = None, 
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(min(workers, len(parts)), mp_context=mp.get_context("fork")) as pool:
+        # one torch thread per worker process (no oversubscription); the caller's setting is left alone
+        with ProcessPoolExecutor(min(workers, len(parts)), mp_context=mp.get_context("fork"),
+                                 initializer=torch.set_num_threads, initargs=(1,)) as pool:
             results = list(pool.map(_prepare_chunk, parts))
     else:
         results = [_prepare_chunk(p) for p in parts]
