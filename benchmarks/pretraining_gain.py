@@ -187,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             todo = inits
             if args.select_on_val and i > 0:
                 # the lr search ran at the first seed: the other seeds repeat each init's best scale only
-                sel = detail["selection"].get(str(n)) or select_on_val(detail["runs"], n, args.seeds[0], inits)
+                sel = select_on_val(detail["runs"], n, args.seeds[0], inits)  # derived from the first seed's runs
                 todo = [(init, sel[init]["encoder_lr_scale"]) for init in ("scratch", "pretrained") if init in sel]
             todo = [(init, sc) for init, sc in todo if find_run(detail["runs"], n, init, sc, seed) is None]
             per_run = args.finetune_seconds + args.run_overhead

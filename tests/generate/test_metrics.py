@@ -48,14 +48,11 @@ DRUGS = [
 
 @pytest.fixture(autouse=True, scope="module")
 def _single_thread():
-    """One BLAS/torch thread: the tiny matrices here gain nothing from two, and on a CPU shared with
-    other jobs spinning threads make these tests ten times slower."""
+    """One BLAS thread too (torch has one already, tests/conftest.py): the tiny matrices here gain
+    nothing from two, and on a CPU shared with other jobs spinning threads make these tests ten times
+    slower."""
     import contextlib
 
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     try:
         from threadpoolctl import threadpool_limits
         limits = threadpool_limits(1)
@@ -63,7 +60,6 @@ def _single_thread():
         limits = contextlib.nullcontext()
     with limits:
         yield
-    torch.set_num_threads(before)
 
 
 def tanimoto(a: str, b: str) -> float:
