@@ -100,6 +100,39 @@ def pretraining_structures(args: argparse.Namespace, data, train: np.ndarray):
     return concat_structures(parts), extra_info
 
 
+def prepare_eht(args: argparse.Namespace) -> int:
+    """Extended-Hueckel (HOMO, LUMO, gap) of every structure of --npz and --extra, keyed by mol_id, so the
+    GPU command does not spend device time on them (``molgnn.train.pretrain`` would compute them)."""
+    from molgnn.chem.eht import EHT_TARGETS, eht_targets
+
+    t = time.time()
+    ids, values, failed = [], [], {}
+    for path in [args.npz, *args.extra]:
+        with np.load(path) as d:
+            v, f = eht_targets(d["Z"], d["R"], d["ptr"], workers=args.workers)
+            ids.append(d["mol_ids"].astype(str)), values.append(v.astype(np.float32))
+            for m, why in f:
+                failed.setdefault(why, []).append(str(d["mol_ids"][m]))
+    np.savez_compressed(args.out, mol_ids=np.concatenate(ids), y=np.concatenate(values),
+                        target_names=np.array(EHT_TARGETS))
+    print(json.dumps({"molecules": int(sum(len(i) for i in ids)), "seconds": round(time.time() - t, 1),
+                      "failed": {why: {"count": len(v), "examples": v[:5]} for why, v in failed.items()}}))
+    return 0
+
+
+def attach_eht(dataset, path: str):
+    """The pretraining set with the EHT targets of ``prepare-eht`` (NaN for a mol_id it lacks)."""
+    from molgnn.featurize.atomistic import AtomisticDataset
+
+    with np.load(path) as e:
+        pos = {m: k for k, m in enumerate(e["mol_ids"].astype(str))}
+        y = np.full((len(dataset), e["y"].shape[1]), np.nan)
+        rows = np.array([pos.get(m, -1) for m in dataset.mol_ids])
+        y[rows >= 0] = e["y"][rows[rows >= 0]]
+        names = [str(t) for t in e["target_names"]]
+    return AtomisticDataset(dataset.mol_ids, dataset.z, dataset.positions, dataset.ptr, torch.from_numpy(y), names)
+
+
 def run(args: argparse.Namespace) -> int:
     from molgnn.config import FinetuneConfig, ModelConfig, PretrainConfig
     from molgnn.featurize.atomistic import AtomisticDataset
@@ -152,9 +185,11 @@ def run(args: argparse.Namespace) -> int:
         detail["n_pretrain_molecules"] = int(ckpt["n_molecules"])
     else:
         pre_data, detail["extra"] = pretraining_structures(args, data, train)
+        if args.eht_npz:
+            pre_data = attach_eht(pre_data, args.eht_npz)
         detail["n_pretrain_molecules"] = len(pre_data)
         pcfg = PretrainConfig(epochs=100_000, batch_size=args.pretrain_batch, lr=args.pretrain_lr,
-                              noise_std=args.noise_std, mask_rate=0.15)
+                              noise_std=args.noise_std, mask_rate=0.15, eht_weight=args.eht_weight)
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -169,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         detail["pretrain"] = {"seconds": float(sum(h["seconds"] for h in pre.history)), "epochs": len(pre.history),
                               "this_call_seconds": time.perf_counter() - t0, "continued_from": args.pretrain_init,
                               "cosine_lr": args.pretrain_cosine, "history": pre.history, "config": vars(pcfg),
-                              "amp": args.pretrain_amp}
+                              "amp": args.pretrain_amp, "eht": pre.checkpoint.get("eht")}
         ckpt = pre.checkpoint
         if args.save_pretrained:
             save_checkpoint(ckpt, args.save_pretrained)
@@ -362,6 +397,11 @@ def main(argv=None) -> int:
     pm.add_argument("--workers", type=int, default=2)
     pm.add_argument("--seed", type=int, default=0)
     pm.add_argument("--out", default=str(REPO / ".bench" / "gpu" / "moses3k.npz"))
+    pe = sub.add_parser("prepare-eht")
+    pe.add_argument("--npz", default=str(REPO / ".bench" / "gpu" / "qm9.npz"))
+    pe.add_argument("--extra", nargs="*", default=[])
+    pe.add_argument("--workers", type=int, default=2)
+    pe.add_argument("--out", default=str(REPO / ".bench" / "gpu" / "eht.npz"))
     r = sub.add_parser("run")
     r.add_argument("--npz", default=str(REPO / ".bench" / "qm9" / "qm9.npz"))
     r.add_argument("--extra", nargs="*", default=[], help="npz files of extra unlabeled structures")
@@ -374,6 +414,8 @@ def main(argv=None) -> int:
     r.add_argument("--pretrain-amp", choices=["bf16"], default=None, help="autocast of the pretraining forward pass")
     r.add_argument("--pretrain-init", default=None, help="continue pretraining from this pretraining checkpoint")
     r.add_argument("--pretrain-cosine", action="store_true", help="cosine lr decay over --pretrain-seconds")
+    r.add_argument("--eht-weight", type=float, default=0.0, help="weight of the extended-Hueckel orbital objective")
+    r.add_argument("--eht-npz", default=None, help="EHT targets from prepare-eht (else computed on the CPU)")
     r.add_argument("--pretrained", default=None, help="a saved pretraining checkpoint: skip pretraining")
     r.add_argument("--save-pretrained", default=None, help="where to save the pretraining checkpoint")
     r.add_argument("--encoder-lr-scales", type=float, nargs="+", default=[1.0],
@@ -403,7 +445,7 @@ def main(argv=None) -> int:
     r.add_argument("--commit", default=os.environ.get("MOLGNN_COMMIT", "unknown"))
     r.add_argument("--command", default=None)
     args = ap.parse_args(argv)
-    return prepare_moses(args) if args.cmd == "prepare-moses" else run(args)
+    return {"prepare-moses": prepare_moses, "prepare-eht": prepare_eht, "run": run}[args.cmd](args)
 
 
 if __name__ == "__main__":

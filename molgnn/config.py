@@ -64,8 +64,11 @@ class PretrainConfig:
     mask_weight: float = 1.0
     max_molecules: int | None = None
     lr_schedule: str = "constant"  # or "cosine": decay to 1 % over the epochs (benchmarks/README.md, pretraining)
+    eht_weight: float = 0.0  # > 0: also predict extended-Hueckel HOMO/LUMO/gap of each structure (molgnn.chem.eht)
 
     def __post_init__(self) -> None:
+        if not self.eht_weight >= 0:
+            raise ConfigError(f"pretrain.eht_weight must be >= 0, got {self.eht_weight!r}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError(f"pretrain.lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
 

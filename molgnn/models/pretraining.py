@@ -5,7 +5,11 @@
     per molecule because a translation-invariant model cannot see a common shift.
 (b) Masked atom types: a fraction of atoms get Z = 0 (MASK); a scalar head classifies their original
     element over a vocabulary fixed from the pretraining set.
-Both corruptions are applied to the same forward pass; the loss is their weighted sum.
+(c) Optional, extended-Hückel frontier orbitals (``molgnn.chem.eht``): a scalar head, averaged over
+    each molecule's atoms, predicts the EHT HOMO, LUMO and gap computed from the clean structure
+    (standardized by the pretraining set's mean and std). Masking alone is nearly solved from geometry
+    (>99.9 % accuracy); EHT adds electronic structure, which the QM9 gap depends on.
+All corruptions are applied to the same forward pass; the loss is the weighted sum of the parts.
 """
 from __future__ import annotations
 
@@ -18,17 +22,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from molgnn.chem.eht import EHT_TARGETS
 from molgnn.config import ModelConfig
 from molgnn.models.neighbors import add_neighbors
 from molgnn.models.painn_encoder import MASK_TOKEN, N_EMBEDDINGS, build_painn, encode, model_config_dict
 
 
 class PretrainingModel(nn.Module):
-    """PaiNN encoder + equivariant denoising head + masked-element classifier."""
+    """PaiNN encoder + equivariant denoising head + masked-element classifier (+ EHT orbital head when
+    ``eht_stats`` = {"mean": [3], "std": [3]} of the pretraining targets, in eV, is given)."""
 
     kind = "pretrain"
 
-    def __init__(self, model_cfg: ModelConfig | Mapping[str, Any], elements: Sequence[int]):
+    def __init__(self, model_cfg: ModelConfig | Mapping[str, Any], elements: Sequence[int],
+                 eht_stats: Mapping[str, Sequence[float]] | None = None):
         super().__init__()
         elements = sorted({int(z) for z in elements})
         if not elements or elements[0] < 1 or elements[-1] >= N_EMBEDDINGS:
@@ -43,20 +50,38 @@ class PretrainingModel(nn.Module):
         lookup = torch.full((N_EMBEDDINGS,), -1, dtype=torch.long)
         lookup[torch.tensor(elements)] = torch.arange(len(elements))
         self.register_buffer("element_class", lookup, persistent=False)
+        self.eht_stats = None
+        self.eht_head = None
+        if eht_stats is not None:
+            mean, std = (torch.as_tensor(eht_stats[k], dtype=torch.float32) for k in ("mean", "std"))
+            if mean.shape != (len(EHT_TARGETS),) or std.shape != mean.shape or not bool((std > 0).all()):
+                raise ValueError(f"eht_stats needs {len(EHT_TARGETS)} means and positive stds, got {dict(eht_stats)}")
+            self.eht_stats = {"mean": mean.tolist(), "std": std.tolist()}
+            self.eht_head = snn.build_mlp(n_in=n, n_out=len(EHT_TARGETS), n_hidden=n, n_layers=2)
+            self.register_buffer("eht_mean", mean, persistent=False)
+            self.register_buffer("eht_std", std, persistent=False)
 
     @property
     def hparams(self) -> dict[str, Any]:
-        return {"model": dict(self.model_cfg), "elements": list(self.elements)}
+        h = {"model": dict(self.model_cfg), "elements": list(self.elements)}
+        return h | ({"eht_stats": dict(self.eht_stats)} if self.eht_stats is not None else {})
 
     @property
     def cutoff(self) -> float:
         return float(self.model_cfg["cutoff"])
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(noise prediction ``[n_atoms, 3]`` in noise_std units, element logits ``[n_atoms, C]``)."""
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(noise prediction ``[n_atoms, 3]`` in noise_std units, element logits ``[n_atoms, C]``,
+        standardized EHT (HOMO, LUMO, gap) ``[n_molecules, 3]`` or None without the EHT head)."""
         q, mu = encode(self.encoder, batch)
         _, v = self.denoise_head((q, mu))
-        return v.squeeze(-1), self.type_head(q)
+        eht = None
+        if self.eht_head is not None:
+            idx_m, n_atoms = batch[props.idx_m], batch[props.n_atoms]
+            per_atom = self.eht_head(q)
+            eht = (per_atom.new_zeros(n_atoms.numel(), per_atom.shape[-1]).index_add_(0, idx_m, per_atom)
+                   / n_atoms.unsqueeze(-1).to(per_atom.dtype))
+        return v.squeeze(-1), self.type_head(q), eht
 
 
 @dataclass
@@ -100,22 +125,28 @@ class PretrainLosses:
     mask_loss: torch.Tensor
     mask_accuracy: torch.Tensor
     n_masked: int
+    eht_loss: torch.Tensor | None = None  # MSE of the standardized EHT targets (None: not trained)
+    n_eht: torch.Tensor | int = 0         # molecules of the batch with EHT targets (a device tensor)
 
 
 def pretraining_loss(model: PretrainingModel, batch: Mapping[str, torch.Tensor], *, noise_std: float,
                      mask_rate: float, denoise_weight: float = 1.0, mask_weight: float = 1.0,
-                     generator: torch.Generator | None = None) -> PretrainLosses:
+                     eht_weight: float = 0.0, generator: torch.Generator | None = None) -> PretrainLosses:
     """Corrupt ``batch``, run the model, return the weighted loss and its parts.
 
-    The denoising target is noise / noise_std, so its MSE is ~1 for a model that predicts nothing.
+    The denoising target is noise / noise_std, so its MSE is ~1 for a model that predicts nothing; the
+    EHT targets (batch keys ``EHT_TARGETS``, NaN where EHT failed) are standardized for the same reason.
     """
     if denoise_weight > 0 and noise_std <= 0:
         raise ValueError(f"coordinate denoising needs noise_std > 0, got {noise_std}")
     if mask_weight > 0 and not 0 < mask_rate <= 1:
         raise ValueError(f"masked atom prediction needs 0 < mask_rate <= 1, got {mask_rate}")
+    if eht_weight > 0 and (model.eht_head is None or any(t not in batch for t in EHT_TARGETS)):
+        raise ValueError("eht_weight > 0 needs a model built with eht_stats and batches carrying "
+                         f"{list(EHT_TARGETS)} (molgnn.chem.eht.eht_targets)")
     c = corrupt(batch, noise_std=noise_std, mask_rate=mask_rate if mask_weight > 0 else 0.0,
                 cutoff=model.cutoff, generator=generator)
-    noise_pred, logits = model(c.batch)
+    noise_pred, logits, eht_pred = model(c.batch)
     zero = noise_pred.new_zeros(())
     denoise = F.mse_loss(noise_pred, c.noise / noise_std) if denoise_weight > 0 else zero
     n_masked = int(c.mask.sum())
@@ -130,4 +161,15 @@ def pretraining_loss(model: PretrainingModel, batch: Mapping[str, torch.Tensor],
     else:
         mask_loss, accuracy = zero, zero
     loss = denoise_weight * denoise + mask_weight * mask_loss
-    return PretrainLosses(loss, denoise.detach(), mask_loss.detach(), accuracy.detach(), n_masked)
+    eht_loss, n_eht = None, 0
+    if eht_weight > 0:
+        target = torch.stack([batch[t] for t in EHT_TARGETS], dim=-1).to(eht_pred.dtype)
+        have = torch.isfinite(target).all(-1)
+        z = (torch.nan_to_num(target) - model.eht_mean) / model.eht_std
+        # masked mean over molecules with targets, without a host sync on the count
+        sq = ((eht_pred - z) ** 2).mean(-1) * have
+        n_have = have.sum()
+        eht_loss = sq.sum() / n_have.clamp(min=1)
+        loss = loss + eht_weight * eht_loss
+        eht_loss, n_eht = eht_loss.detach(), n_have.detach()
+    return PretrainLosses(loss, denoise.detach(), mask_loss.detach(), accuracy.detach(), n_masked, eht_loss, n_eht)

@@ -80,7 +80,7 @@ def model_from_checkpoint(ckpt: Mapping[str, Any], device: str | torch.device = 
     validate_checkpoint(ckpt)
     cfg = ckpt["config"]
     if ckpt["kind"] == "pretrain":
-        model: nn.Module = PretrainingModel(cfg["model"], cfg["elements"])
+        model: nn.Module = PretrainingModel(cfg["model"], cfg["elements"], cfg.get("eht_stats"))
     else:
         model = PropertyModel.from_hparams(cfg)
     try:

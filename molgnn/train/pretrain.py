@@ -13,6 +13,7 @@ import pandas as pd
 import schnetpack.properties as props
 import torch
 
+from molgnn.chem.eht import EHT_TARGETS, eht_targets
 from molgnn.config import ModelConfig, PretrainConfig
 from molgnn.featurize.atomistic import AtomisticDataset, iterate_batches
 from molgnn.models.pretraining import PretrainingModel, pretraining_loss
@@ -64,6 +65,11 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
 
     ``init_from``: a pretraining checkpoint to continue from (its weights; a fresh optimizer), e.g. to
     pretrain longer than one GPU command; the model config must match and its history is kept in front.
+    A checkpoint pretrained without the EHT head may be continued with it (the head starts fresh).
+
+    ``pretrain_cfg.eht_weight > 0`` adds the EHT orbital objective: targets are the dataset's
+    ``EHT_TARGETS`` columns when it has them (precomputed), else computed here on the CPU; molecules
+    EHT rejects stay in the set for the other objectives, and the checkpoint's "eht" entry counts them.
     """
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
@@ -80,11 +86,21 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
             raise ValueError(f"pretrain.max_molecules must be positive, got {pretrain_cfg.max_molecules}")
         indices = np.sort(np.random.default_rng(seed).choice(n, pretrain_cfg.max_molecules, replace=False))
     elements = torch.unique(dataset.z).tolist()
+    eht_stats, eht_info = None, None
+    if pretrain_cfg.eht_weight > 0:
+        dataset, eht_info = with_eht_targets(dataset, indices)
+        y = dataset.targets[torch.as_tensor(indices, device=dataset.device)]
+        y = y[torch.isfinite(y).all(-1)]
+        if len(y) == 0:
+            raise ValueError("pretrain.eht_weight > 0 but EHT gave no targets for any structure: "
+                             f"{eht_info['reasons']}")
+        std = y.std(0) if len(y) > 1 else torch.ones(y.shape[-1], dtype=y.dtype)
+        eht_stats = {"mean": y.mean(0).tolist(), "std": torch.where(std > 0, std, torch.ones_like(std)).tolist()}
 
     if cosine_lr and not max_seconds:
         raise ValueError("cosine_lr=True needs max_seconds (the schedule runs over them)")
     torch.manual_seed(seed)
-    model = PretrainingModel(model_cfg, elements)
+    model = PretrainingModel(model_cfg, elements, eht_stats)
     earlier: list[dict[str, float]] = []
     if init_from is not None:
         earlier = _warm_start(model, init_from)
@@ -106,7 +122,7 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     for epoch in range(1, pretrain_cfg.epochs + 1):
         sync(device)
         start = time.perf_counter()
-        sums = dict(loss=0.0, denoise=0.0, mask=0.0, correct=0.0)
+        sums = dict(loss=0.0, denoise=0.0, mask=0.0, correct=0.0, eht=0.0, n_eht=0.0)
         n_mol = n_atoms = n_masked = 0
         for step, batch in enumerate(iterate_batches(dataset, indices, batch_size=pretrain_cfg.batch_size,
                                                      cutoff=model.cutoff, shuffle=True, generator=order_gen,
@@ -121,7 +137,8 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
             with autocast:
                 out = pretraining_loss(model, batch, noise_std=pretrain_cfg.noise_std,
                                        mask_rate=pretrain_cfg.mask_rate, denoise_weight=pretrain_cfg.denoise_weight,
-                                       mask_weight=pretrain_cfg.mask_weight, generator=noise_gen)
+                                       mask_weight=pretrain_cfg.mask_weight, eht_weight=pretrain_cfg.eht_weight,
+                                       generator=noise_gen)
             if check_every and (step + 1) % check_every == 0:
                 value = float(out.loss.detach())
                 if not math.isfinite(value):
@@ -134,6 +151,9 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
             sums["denoise"] += out.denoise_loss.double() * a
             sums["mask"] += out.mask_loss.double() * out.n_masked
             sums["correct"] += out.mask_accuracy.double() * out.n_masked
+            if out.eht_loss is not None:
+                sums["eht"] += out.eht_loss.double() * out.n_eht
+                sums["n_eht"] += out.n_eht
             n_mol, n_atoms, n_masked = n_mol + b, n_atoms + a, n_masked + out.n_masked
         sync(device)
         seconds = time.perf_counter() - start
@@ -145,6 +165,7 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
             "denoise_loss": sums["denoise"] / n_atoms,
             "mask_loss": sums["mask"] / n_masked if n_masked else float("nan"),
             "mask_accuracy": sums["correct"] / n_masked if n_masked else float("nan"),
+            **({"eht_loss": sums["eht"] / sums["n_eht"] if sums["n_eht"] else float("nan")} if eht_stats else {}),
             "seconds": seconds,
             "molecules_per_second": n_mol / seconds if seconds > 0 else float("nan"),
         }
@@ -157,8 +178,34 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
 
     history = earlier + history
     ckpt = checkpoint_from_model(model, seed=seed, pretrain_config=dataclasses.asdict(pretrain_cfg),
-                                 n_molecules=int(len(indices)), history=history)
+                                 n_molecules=int(len(indices)), history=history,
+                                 **({"eht": eht_info} if eht_info is not None else {}))
     return PretrainResult(ckpt, history)
+
+
+def with_eht_targets(dataset: AtomisticDataset, indices: np.ndarray) -> tuple[AtomisticDataset, dict[str, Any]]:
+    """``dataset`` whose targets are the EHT (HOMO, LUMO, gap): its own ``EHT_TARGETS`` columns, or
+    computed for molecules ``indices`` (others NaN); and what happened to the molecules without targets
+    (count, and per reason the count and up to 5 mol_ids)."""
+    reasons: dict[str, list[str]] = {}
+    if all(t in dataset.target_names for t in EHT_TARGETS):
+        y = dataset.targets[:, [dataset.target_names.index(t) for t in EHT_TARGETS]].double()
+        source = "given"
+    else:
+        ptr, z, r = dataset.ptr.cpu().numpy(), dataset.z.cpu().numpy(), dataset.positions.cpu().numpy()
+        counts = ptr[indices + 1] - ptr[indices]
+        atoms = np.repeat(ptr[indices], counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+        values, failed = eht_targets(z[atoms], r[atoms], np.concatenate([[0], np.cumsum(counts)]))
+        for m, why in failed:
+            reasons.setdefault(why, []).append(str(dataset.mol_ids[indices[m]]))
+        y_np = np.full((len(dataset), len(EHT_TARGETS)), np.nan)
+        y_np[indices] = values
+        y = torch.from_numpy(y_np).to(dataset.device)
+        source = "computed"
+    missing = ~torch.isfinite(y[torch.as_tensor(indices, device=y.device)]).all(-1)
+    info = {"source": source, "n_molecules": int(len(indices)), "n_without_targets": int(missing.sum()),
+            "reasons": {why: {"count": len(ids), "examples": ids[:5]} for why, ids in reasons.items()}}
+    return AtomisticDataset(dataset.mol_ids, dataset.z, dataset.positions, dataset.ptr, y, list(EHT_TARGETS)), info
 
 
 def _warm_start(model: PretrainingModel, ckpt: Mapping[str, Any]) -> list[dict[str, float]]:
@@ -169,5 +216,8 @@ def _warm_start(model: PretrainingModel, ckpt: Mapping[str, Any]) -> list[dict[s
         raise CheckpointMismatchError(
             f"init_from was pretrained with {ckpt['config']['model']} on elements {ckpt['config']['elements']}; "
             f"this run has {model.model_cfg} on {model.elements}")
-    model.load_state_dict(ckpt["state_dict"])
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    # only the EHT head may be new (continuing a checkpoint pretrained without it); nothing may be left over
+    if unexpected or any(not k.startswith("eht_head.") for k in missing):
+        raise CheckpointMismatchError(f"init_from's weights do not fit: missing {missing}, unexpected {unexpected}")
     return list(ckpt.get("history", []))

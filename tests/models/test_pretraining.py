@@ -1,6 +1,7 @@
 """Self-supervised objectives and the pretraining loop."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -138,3 +139,71 @@ def test_pretraining_cosine_schedule_over_the_configured_epochs(data):
     assert [h["lr"] for h in flat.history] == [1e-3, 1e-3]
     with pytest.raises(ConfigError, match="lr_schedule"):
         PretrainConfig(lr_schedule="linear")
+
+
+def test_eht_head_is_invariant_ignores_missing_targets_and_learns(data):
+    from molgnn.chem.eht import EHT_TARGETS
+    from scipy.spatial.transform import Rotation
+
+    _, ds, batch = data
+    torch.manual_seed(0)
+    model = PretrainingModel(CFG, torch.unique(ds.z).tolist(), {"mean": [-13.0, -5.0, 8.0], "std": [0.5, 4.0, 4.0]})
+    model.eval()
+    rot = torch.as_tensor(Rotation.random(random_state=0).as_matrix(), dtype=torch.float32)
+    turned = dict(batch, **{"_positions": batch["_positions"] @ rot.T, "_Rij": batch["_Rij"] @ rot.T})
+    torch.testing.assert_close(model(turned)[2], model(batch)[2], atol=1e-5, rtol=1e-4)
+
+    targets = torch.tensor([[-13.0 + k * 0.3, -5.0 + k, 8.0 - k * 0.7] for k in range(len(ds))])
+    targets[1] = float("nan")  # a molecule EHT rejected: trains the other objectives only
+    labelled = dict(batch, **{t: targets[:, k] for k, t in enumerate(EHT_TARGETS)})
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    first = None
+    for _ in range(150):
+        out = pretraining_loss(model, labelled, noise_std=0.1, mask_rate=0.15, eht_weight=1.0,
+                               generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(out.loss) and int(out.n_eht) == len(ds) - 1
+        first = float(out.eht_loss) if first is None else first
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+    assert float(out.eht_loss) < first / 20
+    with pytest.raises(ValueError, match="eht_weight > 0 needs"):
+        pretraining_loss(model, batch, noise_std=0.1, mask_rate=0.15, eht_weight=1.0)
+    with pytest.raises(ValueError, match="eht_weight > 0 needs"):
+        pretraining_loss(PretrainingModel(CFG, model.elements), labelled, noise_std=0.1, mask_rate=0.15, eht_weight=1.0)
+    with pytest.raises(ValueError, match="positive stds"):
+        PretrainingModel(CFG, model.elements, {"mean": [0.0, 0.0, 0.0], "std": [1.0, 0.0, 1.0]})
+
+
+def test_pretraining_with_eht_targets_records_them_and_continues_a_plain_checkpoint(data):
+    from molgnn.config import ConfigError
+    from molgnn.models.property_model import CheckpointMismatchError
+
+    cfg = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=4.0)
+    structures = pd.concat([data[0], pd.DataFrame([{  # CH3 radical: EHT rejects it, pretraining keeps it
+        "mol_id": "methyl", "atomic_numbers": [6, 1, 1, 1],
+        "positions": [0.0, 0.0, 0.0, 1.08, 0.0, 0.0, -0.54, 0.935, 0.0, -0.54, -0.935, 0.0]}])], ignore_index=True)
+    plain = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4), seed=0).checkpoint
+    res = pretrain(structures, cfg, PretrainConfig(epochs=2, batch_size=4, eht_weight=1.0), seed=0, init_from=plain)
+    assert [h["epoch"] for h in res.history] == [1, 2, 3] and "eht_loss" in res.history[-1]
+    assert np.isfinite(res.history[-1]["eht_loss"])
+    info = res.checkpoint["eht"]
+    assert info["source"] == "computed" and info["n_molecules"] == 7 and info["n_without_targets"] == 1
+    (reason, detail), = info["reasons"].items()
+    assert "odd electron count" in reason and detail == {"count": 1, "examples": ["methyl"]}
+    stats = res.checkpoint["config"]["eht_stats"]
+    assert len(stats["mean"]) == 3 and all(s > 0 for s in stats["std"])
+    rebuilt = model_from_checkpoint(res.checkpoint)
+    assert rebuilt.eht_head is not None
+    # warm start: the shared weights come from the plain checkpoint (a zero lr keeps them), the head is new
+    kept = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, lr=0.0, eht_weight=1.0), seed=1,
+                    init_from=plain).checkpoint
+    assert set(kept["state_dict"]) - set(plain["state_dict"]) == {k for k in kept["state_dict"] if k.startswith("eht_head.")}
+    for k, v in plain["state_dict"].items():
+        torch.testing.assert_close(kept["state_dict"][k], v, msg=k)
+    # a checkpoint with the EHT head cannot continue without it (weights would be dropped silently)
+    with pytest.raises(CheckpointMismatchError, match="do not fit"):
+        pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4), seed=0, init_from=res.checkpoint)
+    with pytest.raises(ConfigError, match="eht_weight"):
+        PretrainConfig(eht_weight=-1.0)
