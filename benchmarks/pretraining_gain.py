@@ -171,6 +171,10 @@ def run(args: argparse.Namespace) -> int:
         earlier = json.loads((out / f"{args.name}_detail.json").read_text())
         detail["runs"], detail["skipped"] = earlier["runs"], earlier.get("skipped", [])
         detail["earlier_calls"] = earlier.get("earlier_calls", []) + [earlier["context"]]
+        if earlier.get("pretrain") and "loaded_from" not in earlier["pretrain"]:
+            detail["pretrained_in_earlier_call"] = earlier["pretrain"]  # how the checkpoint was made
+        elif "pretrained_in_earlier_call" in earlier:
+            detail["pretrained_in_earlier_call"] = earlier["pretrained_in_earlier_call"]
 
     def write() -> None:
         (out / f"{args.name}_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
@@ -181,7 +185,8 @@ def run(args: argparse.Namespace) -> int:
         ckpt = load_checkpoint(args.pretrained)
         detail["pretrain"] = {"loaded_from": args.pretrained, "seconds": float(sum(h["seconds"] for h in ckpt["history"])),
                               "epochs": len(ckpt["history"]), "history": ckpt["history"],
-                              "config": ckpt["pretrain_config"], "n_molecules": ckpt["n_molecules"]}
+                              "config": ckpt["pretrain_config"], "n_molecules": ckpt["n_molecules"],
+                              "eht": ckpt.get("eht")}
         detail["n_pretrain_molecules"] = int(ckpt["n_molecules"])
     else:
         pre_data, detail["extra"] = pretraining_structures(args, data, train)

@@ -178,9 +178,12 @@ def _pretrain(b: _Builder) -> None:
         return
     b.add(b.runs_line("pretrain"), b.cached_note("pretrain"))
     b.add(table(["metric", "value"], [[k, fmt(v)] for k, v in r.metrics.items()]))
+    for reason, d in r.info.get("eht_rejections", {}).items():
+        b.add(f"No EHT targets for {fmt(d['count'])} structure(s), kept for the other objectives: {reason} "
+              f"(e.g. {', '.join(d['examples'])}).")
     history = _read_json(r.outputs.get("history"))
     if history:
-        b.figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss"], "pretraining"),
+        b.figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss", "eht_loss"], "pretraining"),
                  "pretrain_loss.png", "pretraining loss")
 
 

@@ -1,4 +1,5 @@
-"""Stage 3: self-supervised pretraining of the PaiNN encoder (denoising + masked atom types)."""
+"""Stage 3: self-supervised pretraining of the PaiNN encoder (denoising + masked atom types, optionally
+extended-Hückel frontier orbitals)."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,18 +33,20 @@ def run_pretrain(ctx: RunContext, structures_path: Path) -> StageResult:
         with atomic_path(out_dir / "history.json") as tmp:
             tmp.write_text(json.dumps(res.history, indent=2))
         last = res.history[-1] if res.history else {}
+        eht = res.checkpoint.get("eht")  # structures EHT rejected still train the other objectives
         return StageResult(
             stage="pretrain", key=key, out_dir=str(out_dir),
             outputs={"checkpoint": str(out_dir / CHECKPOINT_FILE), "history": str(out_dir / "history.json")},
-            metrics={f"final_{k}": v for k, v in last.items() if k != "epoch"} | {"n_structures": len(structures)},
-            info={"device": ctx.device},
+            metrics={f"final_{k}": v for k, v in last.items() if k != "epoch"} | {"n_structures": len(structures)}
+            | ({"n_structures_without_eht_targets": eht["n_without_targets"]} if eht else {}),
+            info={"device": ctx.device} | ({"eht_rejections": eht["reasons"]} if eht else {}),
         )
 
     def log(run, result: StageResult) -> None:
         from molgnn.report.plots import learning_curve
 
         history = json.loads(result.path("history").read_text())
-        run.log_figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss"], "pretraining"),
+        run.log_figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss", "eht_loss"], "pretraining"),
                        "pretrain_loss.png")
         run.log_artifact(result.path("checkpoint"), "model")
         run.log_dict({"model": dataclasses.asdict(p.model), "pretrain": dataclasses.asdict(p.pretrain)},

@@ -75,6 +75,14 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
     assert 0 <= first["stages"]["generate-diffusion"]["metrics"]["guided_validity"] <= 1
 
 
+def test_pretraining_trains_the_eht_objective(pipeline_run):
+    root, first, _ = pipeline_run
+    m = first["stages"]["pretrain"]["metrics"]
+    assert m["n_structures_without_eht_targets"] == 0 and 0 < m["final_eht_loss"] < 10
+    history = json.loads((root / "runs/pretrain/history.json").read_text())
+    assert "eht_loss" in history[-1]
+
+
 def test_tracking_nests_stages_and_tags_provenance(pipeline_run):
     from molgnn.config import load_params
     from molgnn.tracking import mlflow_tracking as mt
