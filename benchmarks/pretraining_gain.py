@@ -186,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
         detail["pretrain"] = {"loaded_from": args.pretrained, "seconds": float(sum(h["seconds"] for h in ckpt["history"])),
                               "epochs": len(ckpt["history"]), "history": ckpt["history"],
                               "config": ckpt["pretrain_config"], "n_molecules": ckpt["n_molecules"],
-                              "eht": ckpt.get("eht")}
+                              "eht": ckpt.get("eht"),
+                              "eht_from_epoch": next((h["epoch"] for h in ckpt["history"] if "eht_loss" in h), None)}
         detail["n_pretrain_molecules"] = int(ckpt["n_molecules"])
     else:
         pre_data, detail["extra"] = pretraining_structures(args, data, train)
@@ -206,7 +207,9 @@ def run(args: argparse.Namespace) -> int:
                        cosine_lr=args.pretrain_cosine, init_from=init_from,
                        log_fn=lambda m, e: print(f"pretrain epoch {e}: " + ", ".join(
                            f"{k.split('/')[-1]} {v:.4g}" for k, v in m.items()), flush=True))
+        eht_epochs = [h["epoch"] for h in pre.history if "eht_loss" in h]
         detail["pretrain"] = {"seconds": float(sum(h["seconds"] for h in pre.history)), "epochs": len(pre.history),
+                              "eht_from_epoch": eht_epochs[0] if eht_epochs else None,
                               "this_call_seconds": time.perf_counter() - t0, "continued_from": args.pretrain_init,
                               "cosine_lr": args.pretrain_cosine, "history": pre.history, "config": vars(pcfg),
                               "amp": args.pretrain_amp, "eht": pre.checkpoint.get("eht")}
@@ -332,15 +335,20 @@ def compare(runs, ref):
 def records(detail, ctx, args):
     pre = detail.get("pretrain") or {}
     pcfg = pre.get("config") or {}
+    objectives = f"denoising sigma {pcfg.get('noise_std')} A + 15 % masked types"
+    if pcfg.get("eht_weight"):
+        objectives += f" + EHT HOMO/LUMO/gap (weight {pcfg['eht_weight']:g}"
+        objectives += f", from epoch {pre['eht_from_epoch']})" if (pre.get("eht_from_epoch") or 1) > 1 else ")"
     setup = (f"PaiNN 128x3, cutoff 5, 20 RBF; pretraining {pre.get('seconds', float('nan')):.0f} s "
-             f"({pre.get('epochs', 0)} epochs, denoising sigma {pcfg.get('noise_std')} A + 15 % masked types, batch "
-             f"{pcfg.get('batch_size')}, lr {pcfg.get('lr')}, {pre.get('amp') or 'fp32'}) on "
+             f"({pre.get('epochs', 0)} epochs, {objectives}, batch {pcfg.get('batch_size')}, lr {pcfg.get('lr')} "
+             f"(the last call's), {pre.get('amp') or 'fp32'}) on "
              f"{detail['n_pretrain_molecules']:,} unlabeled structures; fine-tuning {args.finetune_seconds:.0f} s per "
              f"run (batch {args.batch_size}, AdamW {args.lr:g} cosine over the budget, fp32; a pretrained encoder at "
              f"lr x its scale), best of {detail['n_val']:,} validation molecules, test on {detail['n_test']:,}; "
              f"values are means over the fine-tuning seeds whose values per_seed lists")
     out = []
-    bench = BENCH + (": encoder-lr search of equal size for both inits" if args.select_on_val else "")
+    bench = (BENCH + (" with EHT orbitals" if pcfg.get("eht_weight") else "")
+             + (": encoder-lr search of equal size for both inits" if getattr(args, "select_on_val", False) else ""))
 
     def rec(system, metric, value, unit, hib=False, **extra):
         out.append({"benchmark": bench, "system": system, "metric": metric, "value": value, "unit": unit,
@@ -371,6 +379,18 @@ def records(detail, ctx, args):
                 f"gap test MAE reduction vs scratch, each init's encoder lr chosen on validation @{n} labels",
                 c["reduction_of_means"], "%", True, per_seed=c["reduction"], seeds=c["seeds"])
     return out
+
+
+def rewrite_records(args: argparse.Namespace) -> int:
+    """NAME.json again from NAME_detail.json (its own context and arguments): e.g. after the record
+    layout changed, or to describe a result that took several calls (``--command``), without rerunning."""
+    path = Path(args.detail)
+    detail = json.loads(path.read_text())
+    out = path.with_name(path.name.replace("_detail.json", ".json"))
+    ctx = dict(detail["context"], **({"command": args.command} if args.command else {}))
+    out.write_text(json.dumps(records(detail, ctx, argparse.Namespace(**detail["args"])), indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
 
 
 def print_table(detail):
@@ -407,6 +427,9 @@ def main(argv=None) -> int:
     pe.add_argument("--extra", nargs="*", default=[])
     pe.add_argument("--workers", type=int, default=2)
     pe.add_argument("--out", default=str(REPO / ".bench" / "gpu" / "eht.npz"))
+    rr = sub.add_parser("records", help="rewrite NAME.json from NAME_detail.json")
+    rr.add_argument("detail")
+    rr.add_argument("--command", default=None, help="the records' command text (default: the detail's last call)")
     r = sub.add_parser("run")
     r.add_argument("--npz", default=str(REPO / ".bench" / "qm9" / "qm9.npz"))
     r.add_argument("--extra", nargs="*", default=[], help="npz files of extra unlabeled structures")
@@ -450,7 +473,7 @@ def main(argv=None) -> int:
     r.add_argument("--commit", default=os.environ.get("MOLGNN_COMMIT", "unknown"))
     r.add_argument("--command", default=None)
     args = ap.parse_args(argv)
-    return {"prepare-moses": prepare_moses, "prepare-eht": prepare_eht, "run": run}[args.cmd](args)
+    return {"prepare-moses": prepare_moses, "prepare-eht": prepare_eht, "records": rewrite_records, "run": run}[args.cmd](args)
 
 
 if __name__ == "__main__":
