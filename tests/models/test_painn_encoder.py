@@ -64,12 +64,15 @@ def test_encoder_scalars_invariant_vectors_equivariant(batches, reflect):
 def test_denoising_head_rotates_and_type_logits_are_invariant(batches, reflect):
     Q, batch, moved = batches[reflect]
     torch.manual_seed(0)
-    model = PretrainingModel(CFG, elements=[1, 6, 7, 8]).double()
-    noise, logits = model(batch)
-    noise2, logits2 = model(moved)
+    model = PretrainingModel(CFG, elements=[1, 6, 7, 8],
+                             eht_stats={"mean": [-13.0, -5.0, 8.0], "std": [0.5, 4.0, 4.0]}).double()
+    noise, logits, eht = model(batch)
+    noise2, logits2, eht2 = model(moved)
     assert noise.shape == (batch["_atomic_numbers"].numel(), 3) and noise.abs().max() > 1e-4
     torch.testing.assert_close(noise2, noise @ Q.T, atol=1e-9, rtol=1e-7)
     torch.testing.assert_close(logits2, logits, atol=1e-9, rtol=1e-7)
+    assert eht.shape == (batch["_n_atoms"].numel(), 3)
+    torch.testing.assert_close(eht2, eht, atol=1e-9, rtol=1e-7)  # orbital energies are E(3)-invariant
 
 
 @pytest.mark.parametrize("reflect", [False, True], ids=["rotation", "rotation+reflection"])

@@ -141,18 +141,12 @@ def test_pretraining_cosine_schedule_over_the_configured_epochs(data):
         PretrainConfig(lr_schedule="linear")
 
 
-def test_eht_head_is_invariant_ignores_missing_targets_and_learns(data):
+def test_eht_head_ignores_missing_targets_and_learns(data):  # its invariance: test_painn_encoder.py
     from molgnn.chem.eht import EHT_TARGETS
-    from scipy.spatial.transform import Rotation
 
     _, ds, batch = data
     torch.manual_seed(0)
     model = PretrainingModel(CFG, torch.unique(ds.z).tolist(), {"mean": [-13.0, -5.0, 8.0], "std": [0.5, 4.0, 4.0]})
-    model.eval()
-    rot = torch.as_tensor(Rotation.random(random_state=0).as_matrix(), dtype=torch.float32)
-    turned = dict(batch, **{"_positions": batch["_positions"] @ rot.T, "_Rij": batch["_Rij"] @ rot.T})
-    torch.testing.assert_close(model(turned)[2], model(batch)[2], atol=1e-5, rtol=1e-4)
-
     targets = torch.tensor([[-13.0 + k * 0.3, -5.0 + k, 8.0 - k * 0.7] for k in range(len(ds))])
     targets[1] = float("nan")  # a molecule EHT rejected: trains the other objectives only
     labelled = dict(batch, **{t: targets[:, k] for k, t in enumerate(EHT_TARGETS)})
