@@ -43,7 +43,7 @@ TINY_PARAMS = {
     "data": {"sources": ["qm9-sample"], "limit": 60},
     "featurize": {"workers": 1, "conformers": {"timeout_s": 5}},
     "model": {"n_atom_basis": 16, "n_interactions": 1, "n_rbf": 8, "cutoff": 4.0},
-    "pretrain": {"epochs": 1, "batch_size": 16, "eht_weight": 1.0},  # the EHT objective runs in the pipeline too
+    "pretrain": {"epochs": 1, "batch_size": 16},
     "finetune": {"targets": ["gap", "homo"], "epochs": 2, "batch_size": 16, "ensemble_size": 2,
                  "split": "scaffold"},
     "generate": {"vae": {"epochs": 40, "hidden_dim": 32, "latent_dim": 8},

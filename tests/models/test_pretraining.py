@@ -96,8 +96,8 @@ def test_pretrain_is_deterministic_and_reports_history(data):
         assert torch.equal(v, b.checkpoint["state_dict"][k])
     assert any(not torch.equal(v, c.checkpoint["state_dict"][k]) for k, v in a.checkpoint["state_dict"].items())
     assert [h["epoch"] for h in a.history] == [1, 2]
-    assert set(a.history[0]) == {"epoch", "loss", "denoise_loss", "mask_loss", "mask_accuracy", "seconds", "lr",
-                                 "molecules_per_second"}
+    assert set(a.history[0]) == {"epoch", "loss", "denoise_loss", "mask_loss", "mask_accuracy", "eht_loss", "seconds",
+                                 "lr", "molecules_per_second"}
     assert [s for s, _ in logged] == [1, 2] and "pretrain/mask_accuracy" in logged[0][1]
     assert a.checkpoint["kind"] == "pretrain" and a.checkpoint["n_molecules"] == 5
     assert a.checkpoint["element_vocab"] == [1, 6, 7, 8, 9]
@@ -178,7 +178,7 @@ def test_pretraining_with_eht_targets_records_them_and_continues_a_plain_checkpo
     structures = pd.concat([data[0], pd.DataFrame([{  # CH3 radical: EHT rejects it, pretraining keeps it
         "mol_id": "methyl", "atomic_numbers": [6, 1, 1, 1],
         "positions": [0.0, 0.0, 0.0, 1.08, 0.0, 0.0, -0.54, 0.935, 0.0, -0.54, -0.935, 0.0]}])], ignore_index=True)
-    plain = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4), seed=0).checkpoint
+    plain = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, eht_weight=0.0), seed=0).checkpoint
     res = pretrain(structures, cfg, PretrainConfig(epochs=2, batch_size=4, eht_weight=1.0), seed=0, init_from=plain)
     assert [h["epoch"] for h in res.history] == [1, 2, 3] and "eht_loss" in res.history[-1]
     assert np.isfinite(res.history[-1]["eht_loss"])
@@ -198,6 +198,7 @@ def test_pretraining_with_eht_targets_records_them_and_continues_a_plain_checkpo
         torch.testing.assert_close(kept["state_dict"][k], v, msg=k)
     # a checkpoint with the EHT head cannot continue without it (weights would be dropped silently)
     with pytest.raises(CheckpointMismatchError, match="do not fit"):
-        pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4), seed=0, init_from=res.checkpoint)
+        pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, eht_weight=0.0), seed=0,
+                 init_from=res.checkpoint)
     with pytest.raises(ConfigError, match="eht_weight"):
         PretrainConfig(eht_weight=-1.0)
