@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
         # add to an earlier call's runs (same pretrained checkpoint): e.g. more seeds in a later GPU command
         earlier = json.loads((out / f"{args.name}_detail.json").read_text())
         detail["runs"], detail["skipped"] = earlier["runs"], earlier.get("skipped", [])
+        detail["selection"] = earlier.get("selection", {})  # label counts this call does not run keep theirs
         detail["earlier_calls"] = earlier.get("earlier_calls", []) + [earlier["context"]]
         if earlier.get("pretrain") and "loaded_from" not in earlier["pretrain"]:
             detail["pretrained_in_earlier_call"] = earlier["pretrain"]  # how the checkpoint was made
@@ -386,9 +387,12 @@ def rewrite_records(args: argparse.Namespace) -> int:
     layout changed, or to describe a result that took several calls (``--command``), without rerunning."""
     path = Path(args.detail)
     detail = json.loads(path.read_text())
-    out = path.with_name(path.name.replace("_detail.json", ".json"))
+    out = Path(args.out) if args.out else path.with_name(path.name.replace("_detail.json", ".json"))
     ctx = dict(detail["context"], **({"command": args.command} if args.command else {}))
-    out.write_text(json.dumps(records(detail, ctx, argparse.Namespace(**detail["args"])), indent=2) + "\n")
+    recs = records(detail, ctx, argparse.Namespace(**detail["args"]))
+    for r in recs:
+        r["benchmark"] += args.benchmark_suffix
+    out.write_text(json.dumps(recs, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
 
@@ -430,6 +434,8 @@ def main(argv=None) -> int:
     rr = sub.add_parser("records", help="rewrite NAME.json from NAME_detail.json")
     rr.add_argument("detail")
     rr.add_argument("--command", default=None, help="the records' command text (default: the detail's last call)")
+    rr.add_argument("--out", default=None, help="where to write (default: NAME.json beside the detail file)")
+    rr.add_argument("--benchmark-suffix", default="", help="appended to the records' benchmark name (e.g. ': control')")
     r = sub.add_parser("run")
     r.add_argument("--npz", default=str(REPO / ".bench" / "qm9" / "qm9.npz"))
     r.add_argument("--extra", nargs="*", default=[], help="npz files of extra unlabeled structures")

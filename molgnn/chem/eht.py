@@ -3,8 +3,9 @@
 EHT needs only elements and coordinates, runs in ~1 ms for a QM9-sized molecule and its HOMO-LUMO gap
 correlates with the DFT gap (r ~ 0.85 on QM9), so predicting it teaches an encoder about conjugation
 and heteroatoms from unlabeled structures: no DFT label is read. Structures carry no total charge, so
-every molecule is taken as neutral; an odd electron count (a radical, or an ion stored without its
-charge) has no closed-shell HOMO/LUMO and is rejected with that reason, as is a YAeHMOP failure.
+every molecule is taken as neutral; an odd electron count (a radical, or a singly charged ion) has no
+closed-shell HOMO/LUMO and is rejected with that reason, as is a YAeHMOP failure. A doubly charged
+ion would pass as a neutral molecule (ingest's standardization neutralizes what it can).
 """
 from __future__ import annotations
 
