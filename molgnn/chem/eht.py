@@ -2,10 +2,10 @@
 
 EHT needs only elements and coordinates, runs in ~1 ms for a QM9-sized molecule and its HOMO-LUMO gap
 correlates with the DFT gap (r ~ 0.85 on QM9), so predicting it teaches an encoder about conjugation
-and heteroatoms from unlabeled structures: no DFT label is read. Structures carry no total charge, so
-every molecule is taken as neutral; an odd electron count (a radical, or a singly charged ion) has no
-closed-shell HOMO/LUMO and is rejected with that reason, as is a YAeHMOP failure. A doubly charged
-ion would pass as a neutral molecule (ingest's standardization neutralizes what it can).
+and heteroatoms from unlabeled structures: no DFT label is read. The electron count comes from the
+elements and the structure's net charge (``total_charge`` of the structures table; 0 where unknown);
+an odd count (a radical) has no closed-shell HOMO/LUMO and is rejected with that reason, as is a
+YAeHMOP failure.
 """
 from __future__ import annotations
 
@@ -40,22 +40,23 @@ def _quiet_c_output() -> Iterator[None]:
             os.close(fd)
 
 
-def frontier_orbitals(atomic_numbers: np.ndarray, positions: np.ndarray) -> tuple[float, float]:
-    """(HOMO, LUMO) in eV of a neutral closed-shell structure; raises ``EHTError``."""
+def frontier_orbitals(atomic_numbers: np.ndarray, positions: np.ndarray, charge: int = 0) -> tuple[float, float]:
+    """(HOMO, LUMO) in eV of a closed-shell structure of net ``charge``; raises ``EHTError``."""
     from rdkit import Chem
     from rdkit.Chem import rdEHTTools
     from rdkit.Geometry import Point3D
 
     z = np.asarray(atomic_numbers).astype(int)
     xyz = np.asarray(positions, dtype=float).reshape(-1, 3)
-    n_electrons = int(z.sum())
+    n_electrons = int(z.sum()) - int(charge)
     if n_electrons % 2:
-        raise EHTError(f"odd electron count ({n_electrons}) for a neutral structure: no closed-shell HOMO/LUMO")
+        raise EHTError(f"odd electron count ({n_electrons}) at net charge {int(charge)}: no closed-shell HOMO/LUMO")
     mol = Chem.RWMol()
     for number in z:
         atom = Chem.Atom(int(number))
         atom.SetNoImplicit(True)
         mol.AddAtom(atom)
+    mol.GetAtomWithIdx(0).SetFormalCharge(int(charge))  # YAeHMOP takes the electron count from the net charge
     conf = Chem.Conformer(len(z))
     for k, p in enumerate(xyz):
         conf.SetAtomPosition(k, Point3D(*map(float, p)))
@@ -75,13 +76,13 @@ def frontier_orbitals(atomic_numbers: np.ndarray, positions: np.ndarray) -> tupl
     return homo, lumo
 
 
-def _chunk(args: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    z, r, ptr = args
+def _chunk(args: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    z, r, ptr, charges = args
     out = np.full((len(ptr) - 1, len(EHT_TARGETS)), np.nan)
     failed: list[tuple[int, str]] = []
     for m in range(len(ptr) - 1):
         try:
-            homo, lumo = frontier_orbitals(z[ptr[m]:ptr[m + 1]], r[ptr[m]:ptr[m + 1]])
+            homo, lumo = frontier_orbitals(z[ptr[m]:ptr[m + 1]], r[ptr[m]:ptr[m + 1]], int(charges[m]))
         except EHTError as exc:
             failed.append((m, str(exc)))
             continue
@@ -89,16 +90,23 @@ def _chunk(args: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray,
     return out, failed
 
 
-def eht_targets(atomic_numbers: np.ndarray, positions: np.ndarray, ptr: np.ndarray, *, workers: int = 1,
+def eht_targets(atomic_numbers: np.ndarray, positions: np.ndarray, ptr: np.ndarray,
+                charges: np.ndarray | None = None, *, workers: int = 1,
                 chunk_size: int = 2000) -> tuple[np.ndarray, list[tuple[int, str]]]:
-    """``[M, 3]`` (HOMO, LUMO, gap) in eV for molecules ``z[ptr[m]:ptr[m+1]]``, NaN where EHT failed, and
-    the failures as (molecule index, reason): a rejected molecule keeps its row, it only lacks targets."""
+    """``[M, 3]`` (HOMO, LUMO, gap) in eV for molecules ``z[ptr[m]:ptr[m+1]]`` of net ``charges[m]`` (default
+    0), NaN where EHT failed, and the failures as (molecule index, reason): a rejected molecule keeps its
+    row, it only lacks targets."""
     z = np.asarray(atomic_numbers)
     r = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
     ptr = np.asarray(ptr, dtype=np.int64)
-    starts = list(range(0, len(ptr) - 1, chunk_size))
-    jobs = [(z[ptr[s]:ptr[min(s + chunk_size, len(ptr) - 1)]], r[ptr[s]:ptr[min(s + chunk_size, len(ptr) - 1)]],
-             ptr[s:min(s + chunk_size, len(ptr) - 1) + 1] - ptr[s]) for s in starts]
+    m_total = len(ptr) - 1
+    charges = np.zeros(m_total, np.int64) if charges is None else np.asarray(charges, dtype=np.int64)
+    if charges.shape != (m_total,):
+        raise ValueError(f"charges must hold one value per molecule ({m_total}), got shape {charges.shape}")
+    jobs, starts = [], list(range(0, m_total, chunk_size))
+    for s in starts:
+        e = min(s + chunk_size, m_total)
+        jobs.append((z[ptr[s]:ptr[e]], r[ptr[s]:ptr[e]], ptr[s:e + 1] - ptr[s], charges[s:e]))
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
             parts = list(pool.map(_chunk, jobs))

@@ -13,6 +13,7 @@ RAW = "raw"                  # the input exactly as read (SMILES text or SDF rec
 N_DUPLICATES = "n_duplicates"  # later input rows that standardized to the same molecule
 ATOMIC_NUMBERS = "atomic_numbers"  # given geometry, all atoms incl. H (list[int]) or null
 POSITIONS = "positions"      # given geometry, Angstrom, flattened xyz (list[float]) or null
+TOTAL_CHARGE = "total_charge"  # structures table: net formal charge (sets the electron count)
 
 # rejects.csv: one row per input row that did not become a kept molecule
 REJECT_COLUMNS = [SOURCE, ROW, RAW, "stage", "reason"]

@@ -2,7 +2,9 @@
 
 ``structures.parquet``: ``mol_id``, ``atomic_numbers`` (all atoms incl. H), ``positions`` (flattened
 xyz, Angstrom), ``geometry_source`` (``given``, ``etkdgv3-mmff``, or ``etkdgv3-uff`` where MMFF94 has
-no parameters). Molecules without a structure are in ``structure_rejects.csv`` with the reason.
+no parameters), ``total_charge`` (the standardized molecule's net formal charge: the electron count
+of a structure, which extended-Hückel pretraining targets need). Molecules without a structure are in
+``structure_rejects.csv`` with the reason.
 """
 from __future__ import annotations
 
@@ -24,6 +26,13 @@ STRUCTURES_FILE = "structures.parquet"
 STRUCTURE_REJECTS_FILE = "structure_rejects.csv"
 GEOMETRY_SOURCE = "geometry_source"
 GIVEN = "given"
+
+
+def net_charge(smiles: str) -> int:
+    """Sum of formal charges of a standardized SMILES (ingest already parsed it, so it parses)."""
+    from rdkit import Chem
+
+    return int(Chem.GetFormalCharge(Chem.MolFromSmiles(smiles)))
 
 
 @dataclass
@@ -97,6 +106,7 @@ def build_structures(molecules: pd.DataFrame, out_dir: str | Path, *, seed: int,
         schema.ATOMIC_NUMBERS: list_column([numbers[i] for i in ok], pa.int64()),
         schema.POSITIONS: list_column([positions[i] for i in ok], pa.float64()),
         GEOMETRY_SOURCE: pa.array([sources[i] for i in ok], type=pa.string()),
+        schema.TOTAL_CHARGE: pa.array([net_charge(smiles[i]) for i in ok], type=pa.int64()),
     })
     path, rejects_path = out_dir / STRUCTURES_FILE, out_dir / STRUCTURE_REJECTS_FILE
     with atomic_path(path) as tmp:

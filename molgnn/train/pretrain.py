@@ -15,6 +15,7 @@ import torch
 
 from molgnn.chem.eht import EHT_TARGETS, eht_targets
 from molgnn.config import ModelConfig, PretrainConfig
+from molgnn.data.schema import TOTAL_CHARGE
 from molgnn.featurize.atomistic import AtomisticDataset, iterate_batches
 from molgnn.models.pretraining import PretrainingModel, pretraining_loss
 from molgnn.models.property_model import CheckpointMismatchError
@@ -68,14 +69,17 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     A checkpoint pretrained without the EHT head may be continued with it (the head starts fresh).
 
     ``pretrain_cfg.eht_weight > 0`` adds the EHT orbital objective: targets are the dataset's
-    ``EHT_TARGETS`` columns when it has them (precomputed), else computed here on the CPU; molecules
-    EHT rejects stay in the set for the other objectives, and the checkpoint's "eht" entry counts them.
+    ``EHT_TARGETS`` columns when it has them (precomputed), else computed here on the CPU (with each
+    structure's ``total_charge`` column where a table has one, else neutral); molecules EHT rejects stay
+    in the set for the other objectives, and the checkpoint's "eht" entry counts them.
     """
     if amp not in (None, "bf16", "fp16"):
         raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {amp!r}")
     if check_every < 0:
         raise ValueError(f"check_every must be >= 0, got {check_every}")
     device = torch.device(device)
+    charges = (structures[TOTAL_CHARGE].fillna(0).to_numpy(np.int64)
+               if isinstance(structures, pd.DataFrame) and TOTAL_CHARGE in structures.columns else None)
     dataset = as_dataset(structures).to(device)  # whole table on the device: batches gather there
     n = len(dataset)
     if n == 0:
@@ -88,7 +92,7 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     elements = torch.unique(dataset.z).tolist()
     eht_stats, eht_info = None, None
     if pretrain_cfg.eht_weight > 0:
-        dataset, eht_info = with_eht_targets(dataset, indices)
+        dataset, eht_info = with_eht_targets(dataset, indices, charges)
         y = dataset.targets[torch.as_tensor(indices, device=dataset.device)]
         y = y[torch.isfinite(y).all(-1)]
         if len(y) == 0:
@@ -183,10 +187,12 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     return PretrainResult(ckpt, history)
 
 
-def with_eht_targets(dataset: AtomisticDataset, indices: np.ndarray) -> tuple[AtomisticDataset, dict[str, Any]]:
+def with_eht_targets(dataset: AtomisticDataset, indices: np.ndarray, charges: np.ndarray | None = None,
+                     ) -> tuple[AtomisticDataset, dict[str, Any]]:
     """``dataset`` whose targets are the EHT (HOMO, LUMO, gap): its own ``EHT_TARGETS`` columns, or
-    computed for molecules ``indices`` (others NaN); and what happened to the molecules without targets
-    (count, and per reason the count and up to 5 mol_ids)."""
+    computed for molecules ``indices`` (others NaN) at net ``charges`` (per dataset molecule; None:
+    neutral); and what happened to the molecules without targets (count, and per reason the count and
+    up to 5 mol_ids)."""
     reasons: dict[str, list[str]] = {}
     if all(t in dataset.target_names for t in EHT_TARGETS):
         y = dataset.targets[:, [dataset.target_names.index(t) for t in EHT_TARGETS]].double()
@@ -195,7 +201,8 @@ def with_eht_targets(dataset: AtomisticDataset, indices: np.ndarray) -> tuple[At
         ptr, z, r = dataset.ptr.cpu().numpy(), dataset.z.cpu().numpy(), dataset.positions.cpu().numpy()
         counts = ptr[indices + 1] - ptr[indices]
         atoms = np.repeat(ptr[indices], counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        values, failed = eht_targets(z[atoms], r[atoms], np.concatenate([[0], np.cumsum(counts)]))
+        values, failed = eht_targets(z[atoms], r[atoms], np.concatenate([[0], np.cumsum(counts)]),
+                                     None if charges is None else charges[indices])
         for m, why in failed:
             reasons.setdefault(why, []).append(str(dataset.mol_ids[indices[m]]))
         y_np = np.full((len(dataset), len(EHT_TARGETS)), np.nan)

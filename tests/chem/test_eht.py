@@ -52,3 +52,15 @@ def test_rejections_keep_their_row_with_a_reason_and_workers_agree():
     assert failed2 == failed
     with pytest.raises(EHTError, match="odd electron"):
         frontier_orbitals(*methyl)
+
+
+def test_the_net_charge_sets_the_electron_count():
+    z, r = _geometry("C[N+](C)(C)C")  # tetramethylammonium: 43 electrons if taken as neutral
+    with pytest.raises(EHTError, match=r"odd electron count \(43\) at net charge 0"):
+        frontier_orbitals(z, r)
+    homo, lumo = frontier_orbitals(z, r, charge=1)
+    assert homo < lumo
+    values, failed = eht_targets(*_packed([(z, r), _geometry("CCO")]), np.array([1, 0]))
+    assert np.isfinite(values).all() and failed == []
+    with pytest.raises(ValueError, match="one value per molecule"):
+        eht_targets(*_packed([(z, r)]), np.array([1, 0]))

@@ -28,7 +28,8 @@ def test_given_embedded_and_failed(tmp_path):
     res = build_structures(_molecules(), tmp_path, seed=0, timeout_s=10, max_iterations=200, workers=1)
     assert (res.n_given, res.n_embedded, res.n_failed) == (1, 1, 1)
     s = pd.read_parquet(res.path)
-    assert list(s.columns) == [schema.MOL_ID, schema.ATOMIC_NUMBERS, schema.POSITIONS, "geometry_source"]
+    assert list(s.columns) == [schema.MOL_ID, schema.ATOMIC_NUMBERS, schema.POSITIONS, "geometry_source",
+                               "total_charge"]
     assert s[schema.MOL_ID].tolist() == ["OKKJLVBELUTLKV-UHFFFAOYSA-N", "LFQSCWFLJHTTHZ-UHFFFAOYSA-N"]
     assert s["geometry_source"].tolist() == ["given", "etkdgv3-mmff"]
     assert s[schema.ATOMIC_NUMBERS][0].tolist() == METHANOL_Z

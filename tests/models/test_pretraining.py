@@ -202,3 +202,15 @@ def test_pretraining_with_eht_targets_records_them_and_continues_a_plain_checkpo
                  init_from=res.checkpoint)
     with pytest.raises(ConfigError, match="eht_weight"):
         PretrainConfig(eht_weight=-1.0)
+
+
+def test_eht_targets_use_the_structures_net_charge():
+    structures = _structures(["C[N+](C)(C)C", "CCO"])
+    cfg = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=4.0)
+    pcfg = PretrainConfig(epochs=1, batch_size=4, eht_weight=1.0)
+    as_neutral = pretrain(structures, cfg, pcfg, seed=0).checkpoint["eht"]  # no charge column: all neutral
+    assert as_neutral["n_without_targets"] == 1 and "C[N+](C)(C)C" in str(as_neutral["reasons"])
+    charged = pretrain(structures.assign(total_charge=[1, 0]), cfg, pcfg, seed=0).checkpoint["eht"]
+    assert charged["n_without_targets"] == 0
+    with pytest.raises(ValueError, match="no targets for any structure"):
+        pretrain(structures.iloc[:1], cfg, pcfg, seed=0)
