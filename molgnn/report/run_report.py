@@ -172,7 +172,7 @@ def _data(b: _Builder) -> None:
 def _pretrain(b: _Builder) -> None:
     from molgnn.report.plots import learning_curve
 
-    r = b.section("## 2. Pretraining (PaiNN: denoising + masked atoms)", "pretrain",
+    r = b.section("## 2. Pretraining (PaiNN: denoising + masked atoms [+ EHT orbitals])", "pretrain",
                   "_Not run (pretraining disabled or fine-tuning from scratch)._")
     if r is None:
         return
