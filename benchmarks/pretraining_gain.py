@@ -122,7 +122,7 @@ def prepare_eht(args: argparse.Namespace) -> int:
 
 def attach_eht(dataset, path: str):
     """The pretraining set with the EHT targets of ``prepare-eht`` (NaN for a mol_id it lacks)."""
-    from molgnn.featurize.atomistic import AtomisticDataset
+    import dataclasses
 
     with np.load(path) as e:
         pos = {m: k for k, m in enumerate(e["mol_ids"].astype(str))}
@@ -130,7 +130,12 @@ def attach_eht(dataset, path: str):
         rows = np.array([pos.get(m, -1) for m in dataset.mol_ids])
         y[rows >= 0] = e["y"][rows[rows >= 0]]
         names = [str(t) for t in e["target_names"]]
-    return AtomisticDataset(dataset.mol_ids, dataset.z, dataset.positions, dataset.ptr, torch.from_numpy(y), names)
+    return dataclasses.replace(dataset, targets=torch.from_numpy(y), target_names=names)
+
+
+def eht_from_epoch(history) -> int | None:
+    """The first pretraining epoch that trained the EHT head (None: it never did)."""
+    return next((h["epoch"] for h in history if "eht_loss" in h), None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
                               "epochs": len(ckpt["history"]), "history": ckpt["history"],
                               "config": ckpt["pretrain_config"], "n_molecules": ckpt["n_molecules"],
                               "eht": ckpt.get("eht"),
-                              "eht_from_epoch": next((h["epoch"] for h in ckpt["history"] if "eht_loss" in h), None)}
+                              "eht_from_epoch": eht_from_epoch(ckpt["history"])}
         detail["n_pretrain_molecules"] = int(ckpt["n_molecules"])
     else:
         pre_data, detail["extra"] = pretraining_structures(args, data, train)
@@ -208,9 +213,8 @@ def run(args: argparse.Namespace) -> int:
                        cosine_lr=args.pretrain_cosine, init_from=init_from,
                        log_fn=lambda m, e: print(f"pretrain epoch {e}: " + ", ".join(
                            f"{k.split('/')[-1]} {v:.4g}" for k, v in m.items()), flush=True))
-        eht_epochs = [h["epoch"] for h in pre.history if "eht_loss" in h]
         detail["pretrain"] = {"seconds": float(sum(h["seconds"] for h in pre.history)), "epochs": len(pre.history),
-                              "eht_from_epoch": eht_epochs[0] if eht_epochs else None,
+                              "eht_from_epoch": eht_from_epoch(pre.history),
                               "this_call_seconds": time.perf_counter() - t0, "continued_from": args.pretrain_init,
                               "cosine_lr": args.pretrain_cosine, "history": pre.history, "config": vars(pcfg),
                               "amp": args.pretrain_amp, "eht": pre.checkpoint.get("eht")}

@@ -16,7 +16,7 @@ import torch
 from molgnn.chem.eht import EHT_TARGETS, eht_targets
 from molgnn.config import ModelConfig, PretrainConfig
 from molgnn.data.schema import TOTAL_CHARGE
-from molgnn.featurize.atomistic import AtomisticDataset, iterate_batches
+from molgnn.featurize.atomistic import AtomisticDataset, gather_atoms, iterate_batches
 from molgnn.models.pretraining import PretrainingModel, pretraining_loss
 from molgnn.models.property_model import CheckpointMismatchError
 from molgnn.train.checkpoints import checkpoint_from_model
@@ -198,10 +198,9 @@ def with_eht_targets(dataset: AtomisticDataset, indices: np.ndarray, charges: np
         y = dataset.targets[:, [dataset.target_names.index(t) for t in EHT_TARGETS]].double()
         source = "given"
     else:
-        ptr, z, r = dataset.ptr.cpu().numpy(), dataset.z.cpu().numpy(), dataset.positions.cpu().numpy()
-        counts = ptr[indices + 1] - ptr[indices]
-        atoms = np.repeat(ptr[indices], counts) + np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-        values, failed = eht_targets(z[atoms], r[atoms], np.concatenate([[0], np.cumsum(counts)]),
+        atoms, _, counts = gather_atoms(dataset.ptr.cpu(), torch.as_tensor(indices))
+        values, failed = eht_targets(dataset.z.cpu()[atoms].numpy(), dataset.positions.cpu()[atoms].numpy(),
+                                     np.concatenate([[0], np.cumsum(counts.numpy())]),
                                      None if charges is None else charges[indices])
         for m, why in failed:
             reasons.setdefault(why, []).append(str(dataset.mol_ids[indices[m]]))
@@ -212,7 +211,7 @@ def with_eht_targets(dataset: AtomisticDataset, indices: np.ndarray, charges: np
     missing = ~torch.isfinite(y[torch.as_tensor(indices, device=y.device)]).all(-1)
     info = {"source": source, "n_molecules": int(len(indices)), "n_without_targets": int(missing.sum()),
             "reasons": {why: {"count": len(ids), "examples": ids[:5]} for why, ids in reasons.items()}}
-    return AtomisticDataset(dataset.mol_ids, dataset.z, dataset.positions, dataset.ptr, y, list(EHT_TARGETS)), info
+    return dataclasses.replace(dataset, targets=y, target_names=list(EHT_TARGETS)), info
 
 
 def _warm_start(model: PretrainingModel, ckpt: Mapping[str, Any]) -> list[dict[str, float]]:
