@@ -14,8 +14,11 @@ install:
 run: install
 	.venv/bin/molgnn run --params params.yaml
 
+# lint-imports first: the layering of docs/ARCHITECTURE.md (contracts in pyproject.toml) must hold.
 test: install
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -m "not gpu" -q
 
 test-all: install
+	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q

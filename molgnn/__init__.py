@@ -1,7 +1,8 @@
 """molgnn: a traceable pipeline for molecular discovery.
 
-Layers (each imports only those before it): chem -> featurize -> data -> models -> train / generate /
-screen -> stages -> cli. Heavy libraries (torch, RDKit, schnetpack) are imported by the modules that
+Layers (each imports only those before it): chem -> data -> config -> featurize -> models -> train ->
+generate / screen -> report -> stages -> tracking -> flows -> cli; docs/ARCHITECTURE.md, checked by
+``lint-imports``. Heavy libraries (torch, RDKit, schnetpack) are imported by the modules that
 use them, so ``import molgnn`` stays fast.
 """
 __version__ = "0.1.0"
