@@ -56,9 +56,10 @@ class Conformer:
 
 
 def _check_time(start: float, timeout_s: float, step: str) -> None:
-    elapsed = time.monotonic() - start
-    if elapsed > timeout_s:
-        raise ConformerError(f"time-out: {step} took {elapsed:.3g} s > {timeout_s} s", timed_out=True)
+    # The reason names the limit, not the measured seconds: it lands in structure_rejects.csv, whose
+    # bytes (and the data's DVC md5) must not change with the machine's load.
+    if time.monotonic() - start > timeout_s:
+        raise ConformerError(f"time-out: {step} took more than {timeout_s} s", timed_out=True)
 
 
 def embed_3d(smiles: str, seed: int = 0, timeout_s: float = 10.0, max_iterations: int = 200) -> Conformer:
@@ -235,8 +236,7 @@ def embed_many(smiles_list: list[str], seed: int = 0, timeout_s: float = 10.0, m
                     raise RuntimeError(f"conformer worker did not start within {startup_timeout_s} s")
                 if w.job is not None and now - w.started > hard_limit:
                     results[w.job] = ConformerError(
-                        f"time-out: no conformer within {timeout_s} s (worker killed after "
-                        f"{now - w.started:.3g} s)", timed_out=True)
+                        f"time-out: no conformer within {timeout_s} s (worker killed)", timed_out=True)
                     retire(w)
     finally:
         for w in pool:

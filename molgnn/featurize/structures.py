@@ -4,7 +4,10 @@
 xyz, Angstrom), ``geometry_source`` (``given``, ``etkdgv3-mmff``, or ``etkdgv3-uff`` where MMFF94 has
 no parameters), ``total_charge`` (the standardized molecule's net formal charge: the electron count
 of a structure, which extended-Hückel pretraining targets need). Molecules without a structure are in
-``structure_rejects.csv`` with the reason.
+``structure_rejects.csv`` with the reason. Both files' bytes depend only on the molecules, the seed
+and the conformer settings, not on the number of workers (every molecule is embedded with the same
+seed; results return in input order). The one outcome a slower machine can change is a time-out:
+``featurize.conformers.timeout_s`` is a wall-clock limit.
 """
 from __future__ import annotations
 

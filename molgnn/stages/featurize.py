@@ -32,7 +32,8 @@ def run_featurize(ctx: RunContext, molecules_path: Path) -> StageResult:
         graph_rejects["stage"] = "featurize-2d"
         graph_rejects["reason"] = [reason for _, reason in failures]
         with atomic_path(out_dir / GRAPH_REJECTS_FILE) as tmp:
-            graph_rejects.to_csv(tmp, index=False)
+            # pandas ends lines with os.linesep unless told: the bytes must not depend on the OS
+            graph_rejects.to_csv(tmp, index=False, lineterminator="\n")
 
         s = build_structures(molecules, out_dir, seed=ctx.params.seed,
                              timeout_s=cfg.conformers.timeout_s,
