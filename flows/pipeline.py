@@ -1,7 +1,8 @@
 """The molgnn pipeline as a Prefect flow: each stage a task, chained from params.yaml.
 
-Stages cache themselves by content hash (``molgnn.stages.common``), so Prefect's own result cache is
-off: a rerun re-enters every task, and each finished stage returns at once without recomputing.
+Stages cache themselves in a content-addressed store (``molgnn.stages.common``), so Prefect's own
+result cache is off: a rerun re-enters every task, and each finished stage returns at once without
+recomputing. Every invocation has its own run folder (``molgnn.stages.run_folder``).
 Tasks that read from outside (sources, possibly URLs) or write to the DVC remote retry on I/O errors.
 """
 from __future__ import annotations
@@ -17,8 +18,10 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
-from molgnn.config import load_params  # noqa: E402
+from molgnn.config import check_runnable, load_params  # noqa: E402
 from molgnn.stages.common import RunContext, StageResult  # noqa: E402
+
+REPORT_SUBDIR = "report"   # the run report, inside the run folder
 
 IO_ERRORS = (OSError, ConnectionError, TimeoutError)
 
@@ -60,10 +63,14 @@ def featurize_task(ctx: RunContext, molecules: Path) -> StageResult:
 
 @task(name="version-data", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5,
       retry_condition_fn=retry_on_io_error)
-def version_data_task(root: Path) -> str:
+def version_data_task(ctx: RunContext, ingest: StageResult, featurize: StageResult) -> str:
+    """Publish this run's data into data/ and version it, holding the data lock throughout."""
+    from molgnn.stages.publish_data import DATA_LOCK, publish_data
     from molgnn.tracking.dvc_data import version_data
 
-    return version_data(root)
+    with ctx.store.lock(*DATA_LOCK):
+        publish_data(ctx, ingest, featurize)
+        return version_data(ctx.root)
 
 
 @task(name="pretrain", cache_policy=NO_CACHE)
@@ -119,17 +126,24 @@ def _flow_run_id() -> str:
 
 
 @flow(name="molgnn-pipeline", log_prints=True)
-def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[str, Any]:
-    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> generate -> filter -> screen -> report."""
-    from molgnn.report.run_report import REPORT_DIR
+def pipeline(params_path: str = "params.yaml", root: str | None = None,
+             overrides: list[str] | None = None) -> dict[str, Any]:
+    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> generate -> filter -> screen -> report.
+
+    Each invocation gets its own run folder (``runs/<run id>/``); ``overrides`` are ``KEY=VALUE``
+    strings applied over the params file (``molgnn run --set``)."""
+    from molgnn.config import dump_params
     from molgnn.stages.finetune import member_checkpoints
+    from molgnn.stages.run_folder import FAILED, FINISHED, KILLED, RunFolder, list_runs
     from molgnn.tracking import mlflow_tracking as mt
     from molgnn.tracking.dvc_data import data_md5
     from molgnn.tracking.provenance import git_commit
 
     logger = get_run_logger()
     root_path = Path(root or Path(params_path).resolve().parent).resolve()
-    params = load_params(params_path if Path(params_path).is_absolute() else Path.cwd() / params_path)
+    params = load_params(params_path if Path(params_path).is_absolute() else Path.cwd() / params_path,
+                         overrides=overrides)
+    check_runnable(params, root_path)   # device and sources, before any tracking or stage
     seed_everything(params.seed)
 
     tags = {mt.TAG_PARAMS_HASH: params.digest(), mt.TAG_GIT_COMMIT: git_commit(root_path),
@@ -138,8 +152,18 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[
     if previous_md5:
         tags[mt.TAG_DATA_MD5] = previous_md5
     tracker = mt.Tracker.connect(params.tracking, root_path, tags)
-    parent = tracker.start("pipeline", params=params.flat())
-    ctx = RunContext(params=params, root=root_path, tracker=tracker, parent_run_id=parent.run_id)
+    # Runs a killed process left RUNNING are closed first, in MLflow and in the run folders.
+    for run_id in tracker.close_dangling():
+        logger.warning("MLflow run %s was left RUNNING by a process that is gone: marked KILLED", run_id)
+    list_runs(root_path)
+    run = RunFolder.create(root_path, params_hash=tags[mt.TAG_PARAMS_HASH])
+    (run.path / "params.yaml").write_text(dump_params(params))
+    parent = tracker.start("pipeline", params=params.flat(), tags={mt.TAG_RUN_DIR: str(run.path)})
+    run.update(mlflow_run_id=parent.run_id)
+    parent.log_artifact(run.path / "params.yaml")
+    logger.info("run folder: %s (MLflow run %s)", run.path, parent.run_id)
+    ctx = RunContext(params=params, root=root_path, tracker=tracker, parent_run_id=parent.run_id,
+                     run_dir=run.path)
     results: dict[str, StageResult] = {}
     try:
         results["ingest"] = ingest_task(ctx)
@@ -148,7 +172,7 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[
         logger.info("featurize: %s", results["featurize"].metrics)
 
         # The data is final now: version it, and tag every run (data stages included) with its md5.
-        md5 = version_data_task(root_path)
+        md5 = version_data_task(ctx, results["ingest"], results["featurize"])
         tracker.tags[mt.TAG_DATA_MD5] = md5
         for run_id in [parent.run_id] + [r.info.get("mlflow_run_id") for r in results.values()]:
             if run_id:
@@ -179,19 +203,24 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None) -> dict[
                                         results["finetune"].info.get("std_scale"))
         logger.info("screen: %s -> %s", results["screen"].metrics, results["screen"].outputs["predictions"])
 
-        # Last: the report reads every stage's result; a rerun rewrites it (cheap) with this run's ids.
-        report = report_task(results, root_path / REPORT_DIR,
-                             {"pipeline_run": parent.run_id, "data_md5": md5, "params_hash": tags[mt.TAG_PARAMS_HASH],
+        # Last: the report of this run, in its own folder, naming this run's MLflow runs.
+        report = report_task(results, run.path / REPORT_SUBDIR,
+                             {"pipeline_run": parent.run_id, "run_dir": str(run.path), "data_md5": md5,
+                              "params_hash": tags[mt.TAG_PARAMS_HASH],
                               "git_commit": tags[mt.TAG_GIT_COMMIT], "flow_run": tags[mt.TAG_FLOW_RUN],
                               "rank_by": params.screen.rank_by, "seed": params.seed})
         parent.log_artifact(report.parent, "report")
         logger.info("report: %s", report)
-    except BaseException:
-        parent.finish("FAILED")
+    except BaseException as exc:
+        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        parent.finish("KILLED" if killed else "FAILED")
+        run.finish(KILLED if killed else FAILED)
         raise
     summary = {f"{name}.{k}": v for name, r in results.items() for k, v in r.metrics.items()}
     parent.log_metrics(summary)
     parent.finish()
-    return {"mlflow_run_id": parent.run_id, "data_md5": md5, "report": str(report),
+    run.finish(FINISHED)
+    return {"run_id": run.run_id, "run_dir": str(run.path), "mlflow_run_id": parent.run_id, "data_md5": md5,
+            "report": str(report),
             "stages": {name: {"cached": r.cached, "seconds": r.seconds, "metrics": r.metrics,
                               "outputs": r.outputs} for name, r in results.items()}}

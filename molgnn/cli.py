@@ -20,11 +20,44 @@ def _split(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
+def _terminate_on_sigterm() -> None:
+    """SIGTERM (a scheduler's stop, ``kill``) unwinds like Ctrl-C, so the run is marked KILLED."""
+    import signal
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cmd_run(args) -> int:
+    from molgnn.config import check_runnable, load_params
+
+    # Every parameter, the device and the sources are checked before Prefect (or any stage) starts.
+    params_path = Path(args.params).resolve()
+    check_runnable(load_params(params_path, overrides=args.set), params_path.parent)
     from flows.pipeline import pipeline
 
-    summary = pipeline(params_path=str(Path(args.params).resolve()))
+    _terminate_on_sigterm()
+    summary = pipeline(params_path=str(params_path), overrides=args.set or None)
     print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_runs(args) -> int:
+    from molgnn.stages.run_folder import LATEST, RUNS_DIR, list_runs
+
+    root = Path(args.root).resolve()
+    runs = list_runs(root)
+    latest = root / RUNS_DIR / LATEST
+    latest_id = latest.resolve().name if latest.is_symlink() else ""
+    print(f"{'run id':24} {'status':9} {'started':25} {'MLflow run':32} params hash")
+    for folder in runs[-args.last:] if args.last else runs:
+        r = folder.record
+        mark = "  <- latest" if r.run_id == latest_id else ""
+        print(f"{r.run_id:24} {r.status:9} {r.started:25} {r.mlflow_run_id:32} {r.params_hash}{mark}")
+    if not runs:
+        print(f"(no runs under {root / RUNS_DIR})")
     return 0
 
 
@@ -45,7 +78,7 @@ def cmd_generate(args) -> int:
     from molgnn.generate.sampling import sample_smiles
     from molgnn.stages.generate import CHECKPOINT_FILE, write_samples
 
-    ckpt = Path(args.checkpoint or Path(args.runs) / "generated" / args.model / CHECKPOINT_FILE)
+    ckpt = Path(args.checkpoint or Path(args.run) / f"generate-{args.model}" / CHECKPOINT_FILE)
     if not ckpt.exists():
         raise FileNotFoundError(f"no trained {args.model} generator at {ckpt}: run `molgnn run` first "
                                 f"or pass --checkpoint")
@@ -133,24 +166,21 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from molgnn.config import load_params
-    from molgnn.report.run_report import REPORT_DIR, RESULTS_FILE, load_results, results_from_manifests, write_report
-    from molgnn.tracking.dvc_data import data_md5
-    from molgnn.tracking.provenance import git_commit
+    from molgnn.report.run_report import RESULTS_FILE, load_results, results_from_run, write_report
+    from molgnn.stages.run_folder import resolve_run
 
-    params_path = Path(args.params).resolve()
-    root = params_path.parent
-    out = Path(args.out) if args.out else root / REPORT_DIR
+    run_dir = resolve_run(Path(args.root).resolve(), args.run)
+    out = Path(args.out) if args.out else run_dir / "report"
     if (out / RESULTS_FILE).exists() and not args.from_manifests:
         # what the pipeline's report was built from, MLflow run ids of that invocation included
         results, meta = load_results(out)
     else:
-        params = load_params(params_path)
-        results = results_from_manifests(params, root)
-        meta = {"data_md5": data_md5(root), "params_hash": params.digest(), "git_commit": git_commit(root),
-                "rank_by": params.screen.rank_by, "seed": params.seed}
+        record = json.loads((run_dir / "run.json").read_text())
+        results = results_from_run(run_dir)
+        meta = {"pipeline_run": record.get("mlflow_run_id", ""), "run_dir": str(run_dir),
+                "params_hash": record.get("params_hash", "")}
     if not results:
-        raise FileNotFoundError(f"no finished stage under {root}: run `molgnn run` first")
+        raise FileNotFoundError(f"no finished stage in {run_dir}")
     path = write_report(results, out, meta, top_k=args.top)
     print(f"report of {len(results)} stages -> {path}")
     return 0
@@ -170,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run the whole pipeline (Prefect flow) from params.yaml")
     r.add_argument("--params", default="params.yaml")
+    r.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one parameter for this run (dotted key, YAML value); repeatable")
     r.set_defaults(func=cmd_run)
+
+    ls = sub.add_parser("runs", help="list the run folders (runs/<run id>/), newest last")
+    ls.add_argument("--root", default=".", help="the repository root (where runs/ is)")
+    ls.add_argument("--last", type=int, default=0, help="only the newest N (default: all)")
+    ls.set_defaults(func=cmd_runs)
 
     i = sub.add_parser("ingest", help="read, standardize and deduplicate molecule files")
     i.add_argument("inputs", nargs="+", help="files (csv, tsv, smi, sdf, parquet), URLs or named sources")
@@ -184,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample molecules from a trained generator")
     g.add_argument("--model", choices=["vae", "diffusion"], default="diffusion")
     g.add_argument("-n", type=int, default=100)
-    g.add_argument("--checkpoint", help="generator checkpoint (default: runs/generated/<model>/generator.pt)")
-    g.add_argument("--runs", default="runs")
+    g.add_argument("--checkpoint", help="generator checkpoint (default: the run's generate-<model>/generator.pt)")
+    g.add_argument("--run", default="runs/latest", help="a run folder (default: the newest finished run)")
     g.add_argument("--out", default="generated.csv")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="cpu")
@@ -194,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("screen", help="predict properties, with uncertainty, for every molecule of a file")
     s.add_argument("inputs", nargs="+")
     s.add_argument("--out", required=True, help="ranked predictions CSV; rejects go to <out>.rejects.csv")
-    s.add_argument("--models", default="runs/finetune", help="a folder of member_*.pt or one checkpoint")
+    s.add_argument("--models", default="runs/latest/finetune",
+                   help="a folder of member_*.pt or one checkpoint (default: the newest finished run's)")
     s.add_argument("--calibration", default="auto",
                    help="calibration.json of the fine-tune stage for calibrated 95%% intervals "
                         "(auto: the one beside --models if present; none: raw ensemble spread only)")
@@ -227,9 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--last", type=int, default=5)
     m.set_defaults(func=cmd_compare)
 
-    rp = sub.add_parser("report", help="rewrite the run report (runs/report/report.md) from a run's outputs")
-    rp.add_argument("--params", default="params.yaml", help="the run's params (its folder is the run root)")
-    rp.add_argument("--out", help="report folder (default: runs/report under the run root)")
+    rp = sub.add_parser("report", help="rewrite a run's report (runs/<run id>/report/report.md) from its outputs")
+    rp.add_argument("--run", help="run id or folder (default: runs/latest, the newest finished run)")
+    rp.add_argument("--root", default=".", help="the repository root (where runs/ is)")
+    rp.add_argument("--out", help="report folder (default: the run folder's report/)")
     rp.add_argument("--from-manifests", action="store_true",
                     help="read the stages' stage.json files instead of the last report's results.json")
     rp.add_argument("--top", type=int, default=20, help="ranked candidates shown")

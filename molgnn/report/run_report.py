@@ -19,12 +19,11 @@ from typing import Any, Iterable, Sequence
 
 import pandas as pd
 
+from molgnn.chem.properties import QED, SA
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
-# The one report module above the stages layer: it reads what the stages produced.
-from molgnn.stages.common import MANIFEST, StageResult
+from molgnn.data.stage_store import StageResult, read_manifest
 
-REPORT_DIR = "runs/report"
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"      # the StageResults + run metadata the report was built from
 CANDIDATES_FILE = "candidates.csv"  # the full ranked table, copied so the folder stands alone
@@ -127,6 +126,7 @@ def _header(b: _Builder) -> None:
     b.add("# molgnn run report")
     b.add(table(["", ""], [
         ["pipeline MLflow run", code(m.get("pipeline_run"))],
+        ["run folder", code(m.get("run_dir"))],
         ["data version (DVC md5 of `data/`)", code(m.get("data_md5"))],
         ["params hash", code(m.get("params_hash"))],
         ["git commit", code(m.get("git_commit"))],
@@ -325,7 +325,7 @@ def _screen(b: _Builder, top_k: int) -> None:
             row.append(f"{fmt(rec.get(f'{t}_mean'))} ± {fmt(rec.get(f'{t}_std'), 2)}")
             if f"{t}_low95" in preds.columns:
                 row.append(f"[{fmt(rec.get(f'{t}_low95'))}, {fmt(rec.get(f'{t}_high95'))}]")
-        row += [fmt(rec.get("qed")), fmt(rec.get("sa_score")), code(_str(rec.get("generator_run"))),
+        row += [fmt(rec.get(QED)), fmt(rec.get(SA)), code(_str(rec.get("generator_run"))),
                 code(_str(rec.get("data_md5"))), code(_str(rec.get("property_model_run")))]
         rows.append(row)
     b.add(table(headers, rows))
@@ -393,25 +393,15 @@ def load_results(report_dir: str | Path) -> tuple[dict[str, StageResult], dict[s
     return {k: StageResult(**v) for k, v in data["stages"].items()}, data.get("meta", {})
 
 
-def results_from_manifests(params, root: Path) -> dict[str, StageResult]:
-    """Each stage's finished result as its ``stage.json`` records it, in pipeline order (no MLflow
-    run of an invocation is known this way; ``produced_by_run`` is)."""
-    root = Path(root)
-
-    def resolve(p: str | Path) -> Path:
-        return Path(p) if Path(p).is_absolute() else root / p
-
-    dirs = {"ingest": resolve(params.data.out_dir), "featurize": resolve(params.featurize.out_dir),
-            "pretrain": resolve("runs/pretrain"), "finetune": resolve("runs/finetune"),
-            **{f"generate-{k}": resolve(params.generate.out_dir) / k for k in params.generate.models},
-            "filter": resolve("runs/filter"), "screen": resolve(params.screen.out).parent}
+def results_from_run(run_dir: Path) -> dict[str, StageResult]:
+    """Each stage's finished result as the run folder links it (its ``stage.json`` in the stage
+    store), in pipeline order (no MLflow run of the invocation is known this way; ``produced_by_run`` is)."""
+    order = ["ingest", "featurize", "pretrain", "finetune", "generate-vae", "generate-diffusion", "filter", "screen"]
     out = {}
-    for name, d in dirs.items():
-        manifest = d / MANIFEST
-        if manifest.exists():
-            data = json.loads(manifest.read_text())
-            if data.get("stage") == name:
-                out[name] = StageResult(**data)
+    for name in order:
+        result = read_manifest(Path(run_dir) / name)
+        if result is not None and result.stage == name:
+            out[name] = result
     return out
 
 

@@ -1,41 +1,27 @@
-"""What every stage shares: its result type, its content-hash cache, the run context.
+"""What every stage shares: its content key, the run context, and running a stage through the store.
 
-A stage writes into its own output folder and finishes by writing ``stage.json`` there (atomically,
-last). A rerun whose inputs and parameters hash to the same key finds that manifest, checks that
-its outputs still exist, and returns it without recomputing: an interrupted pipeline, rerun, redoes
-only the stages that had not finished.
+A stage's outputs live in the content-addressed stage store (``molgnn.data.stage_store``) under a
+key of everything that decides them: the content of its inputs, its parameters and its code
+(``molgnn.stages.code_key``). A rerun whose key is already there returns at once without
+recomputing; an interrupted pipeline, rerun, redoes only the stages that had not finished. Each
+pipeline invocation links the store folders it used into its own run folder.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from molgnn import __version__
 from molgnn.config import Params
-from molgnn.data.artifacts import atomic_path, content_hash
+from molgnn.data.artifacts import content_hash
+from molgnn.data.stage_store import MANIFEST, StageResult, StageStore
+from molgnn.stages.code_key import code_hash, stage_module
 
-MANIFEST = "stage.json"
+__all__ = ["MANIFEST", "RunContext", "StageResult", "run_cached", "stage_key", "worker_count"]
 
-
-@dataclass
-class StageResult:
-    """Typed result of a stage: where its outputs are, what it measured, whether it was cached."""
-
-    stage: str
-    key: str
-    out_dir: str
-    outputs: dict[str, str] = field(default_factory=dict)   # logical name -> path
-    metrics: dict[str, float] = field(default_factory=dict)
-    info: dict[str, Any] = field(default_factory=dict)      # counts, reasons, anything JSON-able
-    cached: bool = False
-    seconds: float = 0.0
-
-    def path(self, name: str) -> Path:
-        return Path(self.outputs[name])
+STORE_DIR = "runs/store"   # relative to the repository root
 
 
 @dataclass
@@ -46,10 +32,16 @@ class RunContext:
     root: Path                       # repository root: relative paths in params resolve here
     tracker: Any = None              # molgnn.tracking.mlflow_tracking.Tracker, or None (no tracking)
     parent_run_id: str | None = None
+    run_dir: Path | None = None      # this invocation's run folder: each stage's store folder is linked there
+    store_dir: Path | None = None    # default: <root>/runs/store
 
     def resolve(self, rel: str | Path) -> Path:
         p = Path(rel)
         return p if p.is_absolute() else self.root / p
+
+    @property
+    def store(self) -> StageStore:
+        return StageStore(self.store_dir or self.root / STORE_DIR)
 
     @property
     def device(self) -> str:
@@ -62,66 +54,56 @@ class RunContext:
 
 
 def stage_key(stage: str, *parts: object) -> str:
-    """Content key of a stage: its name, code version, input file contents and parameters."""
-    return content_hash(stage, __version__, *parts)
+    """Content key of a stage: its name, its code, input file contents (Path parts) and parameters."""
+    return content_hash(stage, code_hash(stage_module(stage)), *parts)
 
 
-def load_cached(stage: str, out_dir: Path, key: str) -> StageResult | None:
-    manifest = out_dir / MANIFEST
-    if not manifest.exists():
-        return None
-    try:
-        data = json.loads(manifest.read_text())
-    except json.JSONDecodeError:
-        return None
-    if data.get("key") != key or data.get("stage") != stage:
-        return None
-    if not all(Path(p).exists() for p in data.get("outputs", {}).values()):
-        return None
-    data["cached"] = True
-    return StageResult(**data)
+def link_into_run(run_dir: Path, name: str, target: Path) -> None:
+    """``run_dir/name`` -> ``target`` as a relative symlink, replaced atomically."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    link = run_dir / name
+    tmp = run_dir / f".{name}.link-{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(os.path.relpath(target, run_dir))
+    os.replace(tmp, link)
 
 
-def save_manifest(result: StageResult) -> None:
-    with atomic_path(Path(result.out_dir) / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(asdict(result), indent=2, default=str))
-
-
-def run_cached(ctx: RunContext, stage: str, out_dir: Path, key: str,
-               compute: Callable[[Any], StageResult], params: dict[str, Any] | None = None,
+def run_cached(ctx: RunContext, stage: str, key: str, compute: Callable[[Any, Path], StageResult],
+               params: dict[str, Any] | None = None,
                log: Callable[[Any, StageResult], None] | None = None) -> StageResult:
-    """Run ``compute(stage_run)`` unless a finished result with this key exists.
+    """Run ``compute(stage_run, out_dir)`` unless the store holds a finished result under ``key``.
 
-    Either way the stage gets an MLflow run (nested under the pipeline's) carrying its params,
-    metrics and a ``molgnn.cached`` tag, so the tracked history shows every pipeline invocation whole.
-    ``log(stage_run, result)`` logs the stage's artifacts once computed.
+    ``compute`` writes into ``out_dir`` (a fresh staging folder) and returns its result; the folder
+    is published under its key only once the manifest is written. Either way the stage gets an
+    MLflow run (nested under the pipeline's) carrying its params, metrics and a ``molgnn.cached``
+    tag, so the tracked history shows every pipeline invocation whole. ``log(stage_run, result)``
+    logs the stage's artifacts once computed.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
+    store = ctx.store
     run = None
     if ctx.tracker is not None:
         run = ctx.tracker.start(stage, ctx.parent_run_id, params=params, tags={"molgnn.stage_key": key})
     try:
-        cached = load_cached(stage, out_dir, key)
-        if cached is not None:
-            result = cached
-        else:
-            start = time.perf_counter()
-            # Outputs of an interrupted attempt are stale: the manifest goes first, written last.
-            (out_dir / MANIFEST).unlink(missing_ok=True)
-            result = compute(run)
-            result.seconds = time.perf_counter() - start
-            # The run that produced the outputs; cached reruns keep pointing at it (provenance).
-            result.info["produced_by_run"] = run.run_id if run is not None else ""
-            save_manifest(result)
+        with store.lock(stage, key):   # a concurrent run computing the same key waits, then finds it
+            result = store.load(stage, key)
+            if result is None:
+                start = time.perf_counter()
+                result = compute(run, store.begin(stage, key))
+                result.seconds = time.perf_counter() - start
+                # The run that produced the outputs; cached reruns keep pointing at it (provenance).
+                result.info["produced_by_run"] = run.run_id if run is not None else ""
+                result = store.publish(result)
+        if ctx.run_dir is not None:
+            link_into_run(ctx.run_dir, stage, Path(result.out_dir))
         if run is not None:
             run.set_tags({"molgnn.cached": str(result.cached).lower()})
             run.log_metrics({**result.metrics, "stage_seconds": result.seconds})
             if log is not None and not result.cached:
                 log(run, result)
-            run.log_artifact(out_dir / MANIFEST)
-    except BaseException:
+            run.log_artifact(Path(result.out_dir) / MANIFEST)
+    except BaseException as exc:
         if run is not None:
-            run.finish("FAILED")
+            run.finish("KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
     if run is not None:
         run.finish()

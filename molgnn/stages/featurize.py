@@ -19,10 +19,9 @@ def run_featurize(ctx: RunContext, molecules_path: Path) -> StageResult:
     from molgnn.featurize.structures import build_structures
 
     cfg = ctx.params.featurize
-    out_dir = ctx.resolve(cfg.out_dir)
     key = stage_key("featurize", dataclasses.asdict(cfg), ctx.params.seed, Path(molecules_path))
 
-    def compute(run) -> StageResult:
+    def compute(run, out_dir: Path) -> StageResult:
         molecules = pd.read_parquet(molecules_path)
         workers = worker_count(cfg.workers)
         store, failures = featurize_graphs(molecules[schema.SMILES].tolist(),
@@ -54,7 +53,7 @@ def run_featurize(ctx: RunContext, molecules_path: Path) -> StageResult:
         run.log_artifact(result.path("structure_rejects"))
         run.log_artifact(result.path("graph_rejects"))
 
-    return run_cached(ctx, "featurize", out_dir, key, compute,
+    return run_cached(ctx, "featurize", key, compute,
                       params={"featurize.featurizer": cfg.featurizer,
                               **{f"featurize.conformers.{k}": v
                                  for k, v in dataclasses.asdict(cfg.conformers).items()}},

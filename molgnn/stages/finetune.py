@@ -40,7 +40,6 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
 
     p = ctx.params
     cfg = p.finetune
-    out_dir = ctx.resolve("runs/finetune")
     use_pretrained = cfg.init == "pretrained"
     if use_pretrained and pretrained_path is None:
         raise FinetuneInputError("finetune.init is 'pretrained' but pretraining is disabled; "
@@ -49,7 +48,7 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                     Path(molecules_path), Path(structures_path),
                     Path(pretrained_path) if use_pretrained else None)
 
-    def compute(run) -> StageResult:
+    def compute(run, out_dir: Path) -> StageResult:
         molecules = pd.read_parquet(molecules_path)
         missing = [t for t in cfg.targets if t not in molecules.columns]
         if missing:
@@ -77,7 +76,7 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         log_fn = (lambda metrics, step: run.log_metrics(metrics, step)) if run is not None else None
         ens = finetune_ensemble(structs, targets, (train_idx, val_idx, test_idx), p.model, cfg,
                                 seed=p.seed, device=ctx.device, pretrained=pretrained,
-                                ensemble_size=cfg.ensemble_size, log_fn=log_fn)
+                                ensemble_size=cfg.ensemble_size, log_fn=log_fn, **cfg.train_options())
         outputs = {"split": str(out_dir / SPLIT_FILE)}
         for k, member in enumerate(ens.members):
             path = out_dir / f"member_{k}.pt"
@@ -138,7 +137,7 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         run.log_dict({"model": dataclasses.asdict(p.model), "finetune": dataclasses.asdict(cfg),
                       "units": result.info["units"]}, "model_config.json")
 
-    return run_cached(ctx, "finetune", out_dir, key, compute,
+    return run_cached(ctx, "finetune", key, compute,
                       params={**{f"model.{k}": v for k, v in dataclasses.asdict(p.model).items()},
                               **{f"finetune.{k}": v for k, v in dataclasses.asdict(cfg).items()}},
                       log=log)

@@ -43,12 +43,12 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
     p = ctx.params
     g = p.generate
     model_cfg = g.vae if kind == "vae" else g.diffusion
-    out_dir = ctx.resolve(g.out_dir) / kind
     guided = kind == "diffusion" and g.guidance.enabled   # in the key only when on: old caches stay valid
     key = stage_key(f"generate-{kind}", dataclasses.asdict(model_cfg), g.max_heavy_atoms, g.n_samples,
-                    p.seed, Path(molecules_path), *([dataclasses.asdict(g.guidance)] if guided else []))
+                    g.sample_batch_size, p.seed, Path(molecules_path),
+                    *([dataclasses.asdict(g.guidance)] if guided else []))
 
-    def compute(run) -> StageResult:
+    def compute(run, out_dir: Path) -> StageResult:
         smiles = training_smiles(molecules_path)
         # Molecules the generator cannot represent (too many heavy atoms, radicals) are recorded.
         trained = train_generator_from_config(kind, smiles, model_cfg, seed=p.seed, device=ctx.device,
@@ -59,7 +59,8 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
             for h in trained.history:
                 run.log_metrics({k: v for k, v in h.items() if k != "epoch"}, step=h.get("epoch"))
         save_generator(trained, out_dir / CHECKPOINT_FILE)
-        sample = sample_smiles(trained, trained.vocab, g.n_samples, seed=p.seed, device=ctx.device)
+        sample = sample_smiles(trained, trained.vocab, g.n_samples, seed=p.seed, device=ctx.device,
+                               batch_size=g.sample_batch_size)
         write_samples(sample, kind, out_dir / SAMPLES_FILE)
         rates = generation_rates(sample.smiles, smiles)
         rates_corrected = generation_rates(sample.corrected_smiles, smiles)
@@ -70,7 +71,7 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
             gc = g.guidance
             guided_sample, _, guided_metrics = guided_sampling(
                 trained, smiles, property=gc.property, low=gc.low, high=gc.high, scale=gc.scale,
-                edge_scale=gc.edge_scale,
+                node_scale=gc.node_scale, edge_scale=gc.edge_scale, sample_batch_size=g.sample_batch_size,
                 n_samples=g.n_samples, seed=p.seed, epochs=gc.epochs, batch_size=gc.batch_size, lr=gc.lr,
                 t_exponent=gc.t_exponent, hidden_dim=gc.hidden_dim, n_layers=gc.n_layers, device=ctx.device,
                 unguided=sample)
@@ -78,6 +79,14 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
             guided_outputs = {"guided_samples": str(out_dir / GUIDED_SAMPLES_FILE)}
         with atomic_path(out_dir / "history.json") as tmp:
             tmp.write_text(json.dumps(trained.history, indent=2))
+        # valid samples in a grid, and QED/SA/logP/MW/size against the training set (a published
+        # folder is never written again, so the figures are made here, not when logging)
+        from molgnn.report.figures import generator_figures
+        from molgnn.report.properties import training_properties
+
+        figures = generator_figures(kind, pd.read_csv(out_dir / SAMPLES_FILE),
+                                    training_properties(smiles, seed=p.seed),
+                                    out_dir / "samples_grid.png", out_dir / "property_distributions.png")
         metrics = {**{k: v for k, v in rates.items() if isinstance(v, (int, float))},
                    "validity_after_correction": rates_corrected.get("validity", float("nan")),
                    "train_seconds": trained.train_seconds,
@@ -88,32 +97,28 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
                            outputs={"checkpoint": str(out_dir / CHECKPOINT_FILE),
                                     "samples": str(out_dir / SAMPLES_FILE),
                                     "history": str(out_dir / "history.json"),
-                                    "training_rejects": str(out_dir / "training_rejects.csv"), **guided_outputs},
+                                    "training_rejects": str(out_dir / "training_rejects.csv"), **guided_outputs,
+                                    **{f"figure_{name}": str(path) for name, path in figures.items()}},
                            metrics=metrics,
                            info={"generator": kind, "device": ctx.device})
 
     def log(run, result: StageResult) -> None:
-        from molgnn.report.figures import generator_figures
         from molgnn.report.plots import learning_curve
-        from molgnn.report.properties import training_properties
 
         history = json.loads(result.path("history").read_text())
         keys = sorted({k for h in history for k in h if k.endswith("loss")})
         run.log_figure(learning_curve(history, keys, f"{kind} training"), f"{kind}_loss.png")
-        # valid samples in a grid, and QED/SA/logP/MW/size against the training set
-        figures = generator_figures(kind, pd.read_csv(result.path("samples")),
-                                    training_properties(training_smiles(molecules_path), seed=p.seed),
-                                    out_dir / "samples_grid.png", out_dir / "property_distributions.png")
-        for path in figures.values():
-            run.log_artifact(path)
+        for name, path in result.outputs.items():
+            if name.startswith("figure_"):
+                run.log_artifact(path)
         run.log_artifact(result.path("samples"))
         run.log_artifact(result.path("training_rejects"))
         run.log_artifact(result.path("checkpoint"), "model")
         run.log_dict({"generator": kind, **dataclasses.asdict(model_cfg)}, "model_config.json")
 
-    return run_cached(ctx, f"generate-{kind}", out_dir, key, compute,
+    return run_cached(ctx, f"generate-{kind}", key, compute,
                       params={"generator": kind, "generate.max_heavy_atoms": g.max_heavy_atoms,
-                              "generate.n_samples": g.n_samples,
+                              "generate.n_samples": g.n_samples, "generate.sample_batch_size": g.sample_batch_size,
                               **{f"generate.{kind}.{k}": v for k, v in dataclasses.asdict(model_cfg).items()},
                               **({f"generate.guidance.{k}": v for k, v in dataclasses.asdict(g.guidance).items()}
                                  if guided else {})},

@@ -37,11 +37,10 @@ def run_ingest(ctx: RunContext) -> StageResult:
     from molgnn.data.ingest import ingest
 
     cfg = ctx.params.data
-    out_dir = ctx.resolve(cfg.out_dir)
     sources = resolve_sources(cfg.sources, ctx.root)
     key = stage_key("ingest", dataclasses.asdict(cfg), *input_fingerprint(sources))
 
-    def compute(run) -> StageResult:
+    def compute(run, out_dir: Path) -> StageResult:
         res = ingest(sources, out_dir, smiles_column=cfg.smiles_column,
                      target_columns=cfg.target_columns, max_heavy_atoms=cfg.max_heavy_atoms,
                      limit=cfg.limit)
@@ -60,5 +59,5 @@ def run_ingest(ctx: RunContext) -> StageResult:
         run.log_artifact(result.path("units"))
         run.log_dict(result.info["rejects_by_reason"], "rejects_by_reason.json")
 
-    return run_cached(ctx, "ingest", out_dir, key, compute,
+    return run_cached(ctx, "ingest", key, compute,
                       params={f"data.{k}": v for k, v in dataclasses.asdict(cfg).items()}, log=log)

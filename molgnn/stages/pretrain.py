@@ -19,16 +19,16 @@ def run_pretrain(ctx: RunContext, structures_path: Path) -> StageResult:
     from molgnn.train.pretrain import pretrain
 
     p = ctx.params
-    out_dir = ctx.resolve("runs/pretrain")
     key = stage_key("pretrain", dataclasses.asdict(p.model), dataclasses.asdict(p.pretrain), p.seed,
                     Path(structures_path))
 
-    def compute(run) -> StageResult:
+    def compute(run, out_dir: Path) -> StageResult:
         structures = pd.read_parquet(structures_path)
         if p.pretrain.max_molecules and len(structures) > p.pretrain.max_molecules:
             structures = structures.sample(p.pretrain.max_molecules, random_state=p.seed)
         log_fn = (lambda metrics, step: run.log_metrics(metrics, step)) if run is not None else None
-        res = pretrain(structures, p.model, p.pretrain, seed=p.seed, device=ctx.device, log_fn=log_fn)
+        res = pretrain(structures, p.model, p.pretrain, seed=p.seed, device=ctx.device, log_fn=log_fn,
+                       **p.pretrain.train_options())
         save_checkpoint(res.checkpoint, out_dir / CHECKPOINT_FILE)
         with atomic_path(out_dir / "history.json") as tmp:
             tmp.write_text(json.dumps(res.history, indent=2))
@@ -52,7 +52,7 @@ def run_pretrain(ctx: RunContext, structures_path: Path) -> StageResult:
         run.log_dict({"model": dataclasses.asdict(p.model), "pretrain": dataclasses.asdict(p.pretrain)},
                      "model_config.json")
 
-    return run_cached(ctx, "pretrain", out_dir, key, compute,
+    return run_cached(ctx, "pretrain", key, compute,
                       params={**{f"model.{k}": v for k, v in dataclasses.asdict(p.model).items()},
                               **{f"pretrain.{k}": v for k, v in dataclasses.asdict(p.pretrain).items()}},
                       log=log)

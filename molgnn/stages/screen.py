@@ -13,6 +13,8 @@ import pandas as pd
 from molgnn.data import schema
 from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key, worker_count
 
+PREDICTIONS_FILE = "candidates.csv"   # ranked; rejects in candidates.rejects.csv beside it
+
 
 def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Path],
                provenance: dict[str, str], std_scale: dict[str, float] | None = None) -> StageResult:
@@ -22,13 +24,12 @@ def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Pa
     from molgnn.train.checkpoints import load_checkpoint
 
     p = ctx.params
-    out = ctx.resolve(p.screen.out)
-    out_dir = out.parent
     key = stage_key("screen", dataclasses.asdict(p.screen), dataclasses.asdict(p.featurize.conformers),
                     p.seed, Path(candidates_path), *[Path(c) for c in checkpoint_paths],
                     sorted(provenance.items()), sorted((std_scale or {}).items()))
 
-    def compute(run) -> StageResult:
+    def compute(run, out_dir: Path) -> StageResult:
+        out = out_dir / PREDICTIONS_FILE
         candidates = pd.read_csv(candidates_path)
         extra = candidates.drop(columns=[schema.SMILES, "raw"], errors="ignore").copy()
         extra.insert(0, schema.ROW, range(len(candidates)))
@@ -51,5 +52,5 @@ def run_screen(ctx: RunContext, candidates_path: Path, checkpoint_paths: list[Pa
         run.log_artifact(result.path("predictions"))
         run.log_artifact(result.path("rejects"))
 
-    return run_cached(ctx, "screen", out_dir, key, compute,
+    return run_cached(ctx, "screen", key, compute,
                       params={f"screen.{k}": v for k, v in dataclasses.asdict(p.screen).items()}, log=log)

@@ -15,6 +15,7 @@ def compare_table(params_path: Path, *, stage: str = "finetune", filter_string: 
 
     cfg = load_params(params_path)
     tracker = Tracker.connect(cfg.tracking, Path(params_path).resolve().parent)
+    tracker.close_dangling()   # a run whose process was killed shows as KILLED, not RUNNING forever
     query = f"tags.`{TAG_STAGE}` = '{stage}'" + (f" and {filter_string}" if filter_string else "")
     runs = tracker.client.search_runs([tracker.experiment_id], query, max_results=last,
                                       order_by=["attributes.start_time DESC"])

@@ -22,6 +22,7 @@ import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from molgnn.config import TrackingConfig  # noqa: E402
+from molgnn.data.owner import Owner  # noqa: E402
 
 # Tag names put on every stage run.
 TAG_DATA_MD5 = "molgnn.data_md5"
@@ -30,6 +31,11 @@ TAG_GIT_COMMIT = "molgnn.git_commit"
 TAG_FLOW_RUN = "molgnn.prefect_flow_run"
 TAG_STAGE = "molgnn.stage"
 TAG_PARENT = "mlflow.parentRunId"
+TAG_RUN_DIR = "molgnn.run_dir"
+
+
+class ArtifactLocationError(ValueError):
+    """The experiment in the store keeps its artifacts somewhere other than the params say."""
 
 
 def resolve_uri(uri: str, root: Path) -> str:
@@ -55,18 +61,28 @@ class Tracker:
         uri = resolve_uri(cfg.mlflow_uri, root)
         mlflow.set_tracking_uri(uri)
         client = MlflowClient(tracking_uri=uri)
+        artifacts = (root / cfg.artifact_root).resolve()
         exp = client.get_experiment_by_name(cfg.experiment)
         if exp is None:
-            artifacts = (root / cfg.artifact_root).resolve()
             artifacts.mkdir(parents=True, exist_ok=True)
-            exp_id = client.create_experiment(cfg.experiment, artifact_location=artifacts.as_uri())
-        else:
-            exp_id = exp.experiment_id
-        return cls(client=client, experiment_id=exp_id, tags=dict(tags or {}))
+            try:
+                client.create_experiment(cfg.experiment, artifact_location=artifacts.as_uri())
+            except mlflow.exceptions.MlflowException:
+                pass   # a concurrent run created it first: use theirs (checked below)
+            exp = client.get_experiment_by_name(cfg.experiment)
+        # MLflow keeps artifacts per experiment: a second folder sharing the store under the same
+        # experiment name would silently write into the first folder's artifact root.
+        if exp.artifact_location.rstrip("/") != artifacts.as_uri().rstrip("/"):
+            raise ArtifactLocationError(
+                f"tracking.experiment {cfg.experiment!r} in {uri} keeps its artifacts at {exp.artifact_location}, "
+                f"but tracking.artifact_root is {artifacts}: give this folder its own experiment name "
+                f"(tracking.experiment) or the same artifact_root")
+        return cls(client=client, experiment_id=exp.experiment_id, tags=dict(tags or {}))
 
     def start(self, name: str, parent_run_id: str | None = None, params: dict[str, Any] | None = None,
               tags: dict[str, str] | None = None) -> "StageRun":
-        all_tags = {**self.tags, **(tags or {}), TAG_STAGE: name}
+        # the owning process: a run left RUNNING by a killed process is found and closed later
+        all_tags = {**self.tags, **Owner.current().to_tags(), **(tags or {}), TAG_STAGE: name}
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
@@ -74,6 +90,18 @@ class Tracker:
         if params:
             stage.log_params(params)
         return stage
+
+    def close_dangling(self) -> list[str]:
+        """Mark KILLED every RUNNING run of this experiment whose process is gone (a ``kill -9``, a
+        lost machine): they would otherwise stay RUNNING forever. Returns their ids."""
+        closed = []
+        runs = self.client.search_runs([self.experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+        for run in runs:
+            owner = Owner.from_tags(run.data.tags)
+            if owner is not None and owner.is_dead():
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                closed.append(run.info.run_id)
+        return closed
 
 
 @dataclass

@@ -31,6 +31,9 @@ def pipeline_run(tmp_path_factory, prefect_harness, tiny_params):
 
 def test_every_stage_ran_and_rerun_recomputes_nothing(pipeline_run):
     root, first, second = pipeline_run
+    assert first["run_dir"] != second["run_dir"]
+    for summary in (first, second):   # every stage linked into the run's own folder
+        assert all((Path(summary["run_dir"]) / name / "stage.json").is_file() for name in STAGES)
     assert list(first["stages"]) == STAGES
     assert not any(s["cached"] for s in first["stages"].values())
     assert {n: s["cached"] for n, s in second["stages"].items()} == {n: True for n in STAGES}
@@ -53,9 +56,10 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
     root, first, _ = pipeline_run
     ft = first["stages"]["finetune"]["metrics"]
     assert 0 < ft["test_mae_gap"] < 5, "gap MAE in eV on the QM9 scale"
-    preds = pd.read_csv(root / "runs/screen/candidates.csv")
-    rejects = pd.read_csv(root / "runs/screen/candidates.rejects.csv")
-    candidates = pd.read_csv(root / "runs/filter/candidates.csv")
+    run = Path(first["run_dir"])
+    preds = pd.read_csv(run / "screen/candidates.csv")
+    rejects = pd.read_csv(run / "screen/candidates.rejects.csv")
+    candidates = pd.read_csv(run / "filter/candidates.csv")
     assert len(preds) + len(rejects) == len(candidates)
     if len(preds):
         assert {"gap_mean", "gap_std", "homo_mean", "generator", "generator_run", "data_md5",
@@ -70,7 +74,7 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
     f = first["stages"]["filter"]["metrics"]
     assert f["n_samples"] == 2 * tiny_params["generate"]["n_samples"]
     # generate.guidance is on in the tiny params: the diffusion stage also draws steered samples
-    guided = pd.read_csv(root / "runs/generated/diffusion/guided_samples.csv")
+    guided = pd.read_csv(run / "generate-diffusion/guided_samples.csv")
     assert len(guided) == tiny_params["generate"]["n_samples"]
     assert 0 <= first["stages"]["generate-diffusion"]["metrics"]["guided_validity"] <= 1
 
@@ -79,7 +83,7 @@ def test_pretraining_trains_the_eht_objective(pipeline_run):
     root, first, _ = pipeline_run
     m = first["stages"]["pretrain"]["metrics"]
     assert m["n_structures_without_eht_targets"] == 0 and 0 < m["final_eht_loss"] < 10
-    history = json.loads((root / "runs/pretrain/history.json").read_text())
+    history = json.loads((Path(first["run_dir"]) / "pretrain/history.json").read_text())
     assert "eht_loss" in history[-1]
 
 
@@ -152,7 +156,9 @@ def test_report_shows_every_stage_traceably(pipeline_run):
 
     root, first, second = pipeline_run
     report = Path(second["report"])
-    assert report == root / "runs/report/report.md" == Path(first["report"])
+    # each invocation has its own run folder and report; runs/latest is the second one
+    assert report == Path(second["run_dir"]) / "report/report.md" != Path(first["report"])
+    assert (root / "runs/latest").resolve() == Path(second["run_dir"])
     text = report.read_text()
     for heading in ["## 1. Data", "## 2. Pretraining", "## 3. Fine-tuning", "## 4. Generation", "### vae",
                     "### diffusion", "## 5. Filtering", "## 6. Screening", "## Traceability"]:
@@ -164,7 +170,7 @@ def test_report_shows_every_stage_traceably(pipeline_run):
     assert {"images/generate_vae_properties.png", "images/generate_diffusion_properties.png",
             "images/finetune_parity_gap.png"} <= set(links)
     assert all((report.parent / link).is_file() for link in links)
-    preds = pd.read_csv(root / "runs/screen/candidates.csv")
+    preds = pd.read_csv(Path(second["run_dir"]) / "screen/candidates.csv")
     if len(preds):
         top = preds.iloc[0]
         assert f"`{top['smiles']}`" in text
@@ -182,5 +188,5 @@ def test_report_shows_every_stage_traceably(pipeline_run):
     from molgnn.cli import main
 
     report.unlink()
-    assert main(["report", "--params", str(root / "params.yaml")]) == 0
+    assert main(["report", "--root", str(root)]) == 0
     assert second["mlflow_run_id"] in report.read_text()

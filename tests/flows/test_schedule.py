@@ -70,7 +70,7 @@ def test_schedule_serves_and_a_run_lands_on_cron(tmp_path, tiny_params):
             pytest.fail(f"no scheduled run completed within the time limit; states seen: {states}")
         assert deployments[0]["schedules"][0]["schedule"]["cron"] == "* * * * *"
         assert data_md5(tmp_path), "the scheduled run versioned the data"
-        assert (tmp_path / "runs/screen/candidates.csv").exists()
+        assert (tmp_path / "runs/latest/screen/candidates.csv").exists()
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
