@@ -14,7 +14,7 @@ Per dataset (the named sources of ``molgnn.data.sources``, files in ``../shared/
    chemprop; ``split: scaffold``). The DVC, generate, filter and screen stages of ``molgnn run`` are
    not run (they do not touch the property model); MLflow tracking is off. Stages cache on their
    content key, so a rerun with the same params reuses e.g. the conformers.
-2. The scaffold split the finetune stage saved (``runs/finetune/split.csv``) is joined back to the
+2. The scaffold split the finetune stage saved (``split.csv`` in its store folder) is joined back to the
    ingested SMILES and labels (``molgnn.data.split_export.split_table``) and handed to chemprop:
    ``chemprop train --splits-column split`` (chemprop's defaults otherwise: D-MPNN, 50 epochs,
    best-validation checkpoint) then ``chemprop predict`` on the test SMILES.

@@ -5,7 +5,7 @@ One command, same machine, both sides (CPU):
     .venv/bin/python benchmarks/screen_speed.py [--chemprop-venv .bench/chemprop-venv] [--n 20000]
 
 Needs the outputs of ``make run`` (``data/molecules/molecules.parquet``, ``data/features/structures.parquet``,
-``runs/finetune/{member_*.pt,split.csv,test_predictions.csv}``: the 3D PaiNN ensemble and its split),
+``runs/latest/finetune/{member_*.pt,split.csv,test_predictions.csv}``: the 3D PaiNN ensemble and its split),
 and chemprop 2.3.1 in its own venv (``python3.12 -m venv .bench/chemprop-venv &&
 .bench/chemprop-venv/bin/pip install chemprop==2.3.1``; not molgnn's venv: it pins its own stack).
 
@@ -85,9 +85,9 @@ def main(argv=None) -> int:
 
     # ------------------------------------------------------------------ data and the 3D teacher
     mols = pd.read_parquet(ROOT / "data/molecules/molecules.parquet").set_index("mol_id")
-    split = pd.read_csv(ROOT / "runs/finetune/split.csv")
+    split = pd.read_csv(ROOT / "runs/latest/finetune/split.csv")
     ids = {s: split.loc[split["split"] == s, "mol_id"].tolist() for s in ("train", "val", "test")}
-    members = sorted((ROOT / "runs/finetune").glob("member_*.pt"))
+    members = sorted((ROOT / "runs/latest/finetune").glob("member_*.pt"))
     ckpts = [load_checkpoint(m) for m in members]
     structs = pd.read_parquet(ROOT / "data/features/structures.parquet").set_index("mol_id")
     t = time.perf_counter()
@@ -113,7 +113,7 @@ def main(argv=None) -> int:
     p2 = pd.read_csv(BENCH / "test_2d.csv")          # rows of test_csv, i.e. of ids["test"]
     test_ids = np.asarray(ids["test"], dtype=object)[p2["row"].to_numpy()]
     p2["y_true"] = mols.loc[test_ids, "gap"].to_numpy()
-    t3 = pd.read_csv(ROOT / "runs/finetune/test_predictions.csv").set_index("mol_id")
+    t3 = pd.read_csv(ROOT / "runs/latest/finetune/test_predictions.csv").set_index("mol_id")
     p3_on_2d = t3.loc[test_ids, "y_pred"].to_numpy()
     print(f"2D tier ranked {len(p2)} of {len(ids['test'])} test molecules", flush=True)
     acc = "QM9 sample (2,000) gap, scaffold test split (200), test MAE"
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         setup=f"{args.members_2d} GINE members (64 hidden, 3 layers), {args.epochs_2d} epochs, 1,600 train, "
               f"targets 0.5*3D teacher + 0.5*label; trained in {train_2d_s:.0f} s")
     rec(acc, "molgnn 3D ensemble", "MAE vs true gap", float(np.mean(np.abs(t3["y_pred"] - t3["y_true"]))), "eV", False,
-        setup="runs/finetune of `make run` (PaiNN 32 features, 3 members, 8 epochs, pretrained)")
+        setup="runs/latest/finetune of `make run` (PaiNN 32 features, 3 members, 8 epochs, pretrained)")
     rec(acc, "molgnn 2D tier", "MAE vs 3D ensemble", float(np.mean(np.abs(p2["gap_mean"].to_numpy() - p3_on_2d))),
         "eV", False)
     try:

@@ -44,7 +44,8 @@ def start_run(root: Path, params_file: str, env: dict | None = None) -> subproce
 def finish(proc: subprocess.Popen, timeout: float = 600) -> dict:
     out, _ = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, out[-4000:]
-    return json.loads(out[out.index("{\n"):])   # the summary JSON is printed last
+    summary, _ = json.JSONDecoder().raw_decode(out[out.index("{\n"):])   # the summary JSON, logs after it
+    return summary
 
 
 def md5(path: Path) -> str:
