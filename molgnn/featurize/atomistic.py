@@ -17,7 +17,7 @@ import schnetpack.properties as props
 import torch
 
 from molgnn.data import schema
-from molgnn.models.neighbors import add_neighbors, pair_table
+from molgnn.featurize.neighbors import add_neighbors, pair_table
 
 MAX_ATOMIC_NUMBER = 99  # PaiNN's default embedding has 100 rows; row 0 is the MASK token
 

@@ -15,7 +15,7 @@ from schnetpack.nn import CosineCutoff, GaussianRBF
 from schnetpack.representation import PaiNN
 
 from molgnn.config import ModelConfig
-from molgnn.models.neighbors import neighbor_pairs, pair_vectors
+from molgnn.featurize.neighbors import neighbor_pairs, pair_vectors
 
 MASK_TOKEN = 0
 N_EMBEDDINGS = 100  # PaiNN default: Z in 0..99, 0 = MASK

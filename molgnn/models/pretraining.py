@@ -24,7 +24,7 @@ from torch import nn
 
 from molgnn.chem.eht import EHT_TARGETS
 from molgnn.config import ModelConfig
-from molgnn.models.neighbors import add_neighbors
+from molgnn.featurize.neighbors import add_neighbors
 from molgnn.models.painn_encoder import MASK_TOKEN, N_EMBEDDINGS, build_painn, encode, model_config_dict
 
 

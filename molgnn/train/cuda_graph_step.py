@@ -13,10 +13,13 @@ AMP syncs with the host), no DistributedDataParallel.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Mapping, Sequence
 
 import schnetpack.properties as props
 import torch
+
+from molgnn.train.steps import masked_scaled_mse
 
 INPUT_KEYS = (props.Z, props.R, props.idx_m, props.n_atoms, props.idx_i, props.idx_j)
 TARGETS_KEY = "_targets"
@@ -39,6 +42,8 @@ class GraphedStep:
     created outside any graph, else each replay would reset it. A new batch shape is then warmed up
     (forward + backward only, weights untouched) on a side stream and captured; every later batch
     of that shape is a copy into the static inputs plus one replay. The returned loss is a copy.
+    ``warmup_seconds`` adds up the wall-clock of the first eager step (where torch.compile compiles)
+    and of every warm-up and capture, device work included, so a caller can keep them off its clock.
     ``emulate=True`` (CPU tests) replaces capture and replay by eager calls on the same static tensors.
     """
 
@@ -58,6 +63,7 @@ class GraphedStep:
         self.autocast = (torch.autocast(device_type=self.device.type, dtype=amp_dtype, cache_enabled=False)
                          if amp_dtype is not None else contextlib.nullcontext())
         self.graphs: dict[tuple, tuple[dict[str, torch.Tensor], torch.Tensor, object]] = {}
+        self.warmup_seconds = 0.0
 
     def _inputs(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         inp = {k: batch[k] for k in INPUT_KEYS}
@@ -65,8 +71,6 @@ class GraphedStep:
         return inp
 
     def _loss(self, inp: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        from molgnn.train.finetune import masked_scaled_mse  # here: finetune imports this module
-
         with self.autocast:
             pred = self.forward({k: inp[k] for k in INPUT_KEYS})
         return masked_scaled_mse(pred.float(), inp[TARGETS_KEY], self.scale, check=False)  # no host sync
@@ -89,16 +93,27 @@ class GraphedStep:
     def __call__(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         inp = self._inputs(batch)
         if not self.optimizer.state:
-            return self._step(inp)
+            return self._warm_up(self._step, inp)
         key = tuple((k, tuple(v.shape)) for k, v in inp.items())
         entry = self.graphs.get(key)
         if entry is None:
-            entry = self.graphs[key] = self._capture(inp)
+            entry = self.graphs[key] = self._warm_up(self._capture, inp)
         static, loss, graph = entry
         for k, v in inp.items():
             static[k].copy_(v)
         graph.replay()
         return loss.clone()
+
+    def _warm_up(self, fn: Callable, inp: Mapping[str, torch.Tensor]):
+        """``fn(inp)`` timed into ``warmup_seconds``, the device drained before and after (a one-off sync)."""
+        if not self.emulate:
+            torch.cuda.synchronize(self.device)
+        t0 = time.perf_counter()
+        out = fn(inp)
+        if not self.emulate:
+            torch.cuda.synchronize(self.device)
+        self.warmup_seconds += time.perf_counter() - t0
+        return out
 
     def _capture(self, inp: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor, object]:
         static = {k: v.clone() for k, v in inp.items()}

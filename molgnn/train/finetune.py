@@ -20,16 +20,17 @@ import schnetpack.properties as props
 import torch
 from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_score
 
-from molgnn.train.steps import cosine_time_lr, optimizer_step, set_lr
 from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.data import schema
 from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_batches
 from molgnn.models.property_model import (PropertyModel, element_counts, fit_atom_refs, predict_properties,
                                           target_statistics)
+from molgnn.train import history_keys as H
 from molgnn.train.checkpoints import checkpoint_from_model
 from molgnn.train.cuda_graph_step import GraphedStep
 from molgnn.train.pretrain import LogFn, TrainingDivergedError, as_dataset, sync
 from molgnn.train.resume import Deadline, fingerprint, load_state, restore_rng, rng_state, save_state
+from molgnn.train.steps import cosine_time_lr, masked_scaled_mse, optimizer_step, set_lr
 
 SCHEDULERS = ("plateau", "cosine", "cosine-time")
 AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -109,18 +110,6 @@ def regression_metrics(y_true: torch.Tensor, y_pred: torch.Tensor) -> dict[str, 
             "r2": r2, "n": n}
 
 
-def masked_scaled_mse(pred: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, *, check: bool = True) -> torch.Tensor:
-    """Mean of ((pred - y) / scale)^2 over the entries whose label is not NaN (zero gradient elsewhere).
-
-    ``check=False`` skips the host-side test for a batch without labels (a device sync); such a
-    batch then gives a zero loss instead of an error."""
-    valid = ~torch.isnan(y)
-    if check and not bool(valid.any()):
-        raise ValueError("batch has no labelled entries")
-    residual = (pred - torch.where(valid, y, pred.detach())) / scale
-    return residual.pow(2).sum() / valid.sum().clamp_min(1)
-
-
 def _labels(dataset: AtomisticDataset, targets: Sequence[str]) -> torch.Tensor:
     cols = [dataset.target_names.index(t) for t in targets]
     return dataset.targets[:, cols].cpu().double()
@@ -152,7 +141,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
              state_path: str | Path | None = None, max_seconds: float | None = None,
              time_budget_s: float | None = None, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
              dist_check_every: int = 25, cuda_graphs: bool = False,
-             pad_buckets: tuple[int, int] | None = None) -> FinetuneResult:
+             pad_buckets: tuple[int, int] | None = None, warmup_outside_budget: bool = False) -> FinetuneResult:
     """Train a PropertyModel on ``finetune_cfg.targets``; ``pretrained`` (a pretrain checkpoint) seeds
     the encoder, None trains from scratch. A pretrained encoder trains at ``finetune_cfg.lr *
     finetune_cfg.encoder_lr_scale``, the heads at ``finetune_cfg.lr`` (every schedule scales both).
@@ -197,6 +186,11 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
       a rerun return at once).
     - ``max_seconds``: wall-clock limit of *this call's* training loop; when it ends the state is
       saved and the result (of the best weights so far) has ``completed=False``.
+    - ``warmup_outside_budget``: the one-off warm-up of each call (torch.compile's first compiled
+      step; with ``cuda_graphs`` also every warm-up and capture of a new batch shape) is timed with
+      device syncs and kept off the training clock: ``time_budget_s``, the cosine schedule, the
+      history's ``elapsed_seconds`` and the epoch's ``seconds``. ``max_seconds`` still counts it.
+      The history's ``warmup_seconds`` says how long it took in each epoch either way.
 
     Distributed: when ``torch.distributed`` is initialised (see ``molgnn.train.ddp_finetune``) each
     rank trains on its shard of every epoch's shuffled training set through DistributedDataParallel;
@@ -270,7 +264,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = math.inf, 0, _snapshot(model)
     epoch, start_step, global_step, spent = 1, 0, 0, 0.0
-    running = {"loss_sum": 0.0, "n_mol": 0, "seconds": 0.0}
+    running = {"loss_sum": 0.0, "n_mol": 0, "seconds": 0.0, "warmup": 0.0}
     completed = False
 
     fp = None
@@ -314,9 +308,12 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     deadline = Deadline(max_seconds)
     loop_start = time.perf_counter()
     base_lr = finetune_cfg.lr
+    measure_warmup = compile_model or graphed is not None
+    compiled_step_done = False  # this call's first compiled step (torch.compile compiles there)
+    off_clock = 0.0  # warm-up seconds of this call kept off the training clock (warmup_outside_budget)
 
     def total_spent() -> float:
-        return spent + (time.perf_counter() - loop_start)
+        return spent + (time.perf_counter() - loop_start) - off_clock
 
     def save(done: bool, epoch_rng: torch.Tensor, at_epoch: int, at_step: int) -> None:
         if state_path is None or dist.rank != 0:
@@ -353,13 +350,21 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         n_mol = 0
         step = start_step
         out_of_time = False
+        epoch_warmup = 0.0
         for step, batch in enumerate(batches, start=start_step):
             if scheduler == "cosine-time":
                 set_lr(optimizer, cosine_time_lr(base_lr, total_spent(), time_budget_s, global_step,
                                                   warmup_steps, min_lr_ratio))
+            step_warmup = 0.0
             if graphed is not None:
+                before = graphed.warmup_seconds
                 loss = graphed(batch)  # the whole step, replayed from a CUDA graph
+                step_warmup = graphed.warmup_seconds - before
             else:
+                timed = compile_model and not compiled_step_done
+                if timed:
+                    sync(device)
+                    tw = time.perf_counter()
                 y = torch.stack([batch[t] for t in targets], dim=-1).to(torch.float32)
                 with autocast:
                     pred = forward(batch)
@@ -371,6 +376,12 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
             if graphed is None:
                 optimizer.zero_grad(set_to_none=True)
                 optimizer_step(loss, model, optimizer, scaler, grad_clip)
+                if timed:  # forward and backward were compiled in this step
+                    sync(device)
+                    step_warmup, compiled_step_done = time.perf_counter() - tw, True
+            epoch_warmup += step_warmup
+            if warmup_outside_budget:
+                off_clock += step_warmup
             b = int(min(bs, len(todo) - (step - start_step) * bs))
             loss_acc += loss.detach().double() * b
             n_mol += b
@@ -381,7 +392,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
                     out_of_time = True
                     break
         sync(device)
-        seconds = time.perf_counter() - t0
+        seconds = time.perf_counter() - t0 - (epoch_warmup if warmup_outside_budget else 0.0)
         done_steps = step + 1 if n_mol else start_step
         loss_sum = float(_all_sum(dist, loss_acc, device))
         n_mol_all = int(_all_sum(dist, torch.tensor(float(n_mol), device=device), device))
@@ -389,7 +400,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
             raise TrainingDivergedError(f"fine-tuning loss is {loss_sum} in epoch {epoch} (checked every "
                                         f"{check_every or 'epoch'} steps)")
         running = {"loss_sum": running["loss_sum"] + loss_sum, "n_mol": running["n_mol"] + n_mol_all,
-                   "seconds": running["seconds"] + seconds}
+                   "seconds": running["seconds"] + seconds, "warmup": running.get("warmup", 0.0) + epoch_warmup}
         epoch_finished = not out_of_time or done_steps * bs >= len(perm)
         call_over, budget_over = _agreed(dist, device, deadline.expired(), budget_spent())
         if out_of_time and call_over and not budget_over and not epoch_finished:
@@ -400,12 +411,14 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         start_step = 0
         last = epoch == finetune_cfg.epochs or budget_over
         metrics: dict[str, float] = {
-            "train_loss": running["loss_sum"] / max(running["n_mol"], 1), "lr": float(optimizer.param_groups[-1]["lr"]),
-            "seconds": running["seconds"],
-            "molecules_per_second": running["n_mol"] / running["seconds"] if running["seconds"] > 0 else math.nan}
+            H.TRAIN_LOSS: running["loss_sum"] / max(running["n_mol"], 1), H.LR: float(optimizer.param_groups[-1]["lr"]),
+            H.SECONDS: running["seconds"],
+            H.MOLECULES_PER_SECOND: running["n_mol"] / running["seconds"] if running["seconds"] > 0 else math.nan}
         if graphed is not None:
-            metrics["cuda_graphs_captured"] = graphed.n_graphs
-        running = {"loss_sum": 0.0, "n_mol": 0, "seconds": 0.0}
+            metrics[H.CUDA_GRAPHS_CAPTURED] = graphed.n_graphs
+        if measure_warmup:
+            metrics[H.WARMUP_SECONDS] = running["warmup"]
+        running = {"loss_sum": 0.0, "n_mol": 0, "seconds": 0.0, "warmup": 0.0}
         evaluate = epoch % eval_every == 0 or last or out_of_time
         score = math.nan
         if evaluate:
@@ -413,16 +426,16 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
             val_m = _metrics(labels[val_idx], val_pred, targets)
             score = float(np.nanmean([val_m[t]["mae"] / float(scale[k]) for k, t in enumerate(targets)]))
             score = float(_all_sum(dist, torch.tensor(score, device=device), device)) / dist.world
-            metrics.update({"val_score": score, **{f"val_mae_{t}": val_m[t]["mae"] for t in targets}})
+            metrics.update({H.VAL_SCORE: score, **{H.val_mae(t): val_m[t]["mae"] for t in targets}})
             if eval_test and len(test_idx):
                 test_pred = predict_properties(model, dataset, test_idx, batch_size=eval_batch_size, device=device)
-                metrics.update({f"test_mae_{t}": m["mae"] for t, m in _metrics(labels[test_idx], test_pred, targets).items()})
+                metrics.update({H.test_mae(t): m["mae"] for t, m in _metrics(labels[test_idx], test_pred, targets).items()})
             if scheduler == "plateau":
                 sched.step(score)
         if scheduler == "cosine":
             sched.step()
-        metrics["elapsed_seconds"] = total_spent()
-        history.append({"epoch": epoch, **metrics})
+        metrics[H.ELAPSED_SECONDS] = total_spent()
+        history.append({H.EPOCH: epoch, **metrics})
         if log_fn is not None and dist.rank == 0:
             log_fn({f"finetune/{k}": v for k, v in metrics.items()}, epoch)
         if evaluate and score < best_score:

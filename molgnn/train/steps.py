@@ -1,5 +1,6 @@
-"""Shared by pretraining and fine-tuning: one optimizer step (backward, optional AMP scaling, clipping)
-the learning rate of a cosine schedule over a wall-clock budget, and setting it."""
+"""Shared by pretraining, fine-tuning and the CUDA-graph step: the masked fine-tuning loss, one optimizer
+step (backward, optional AMP scaling, clipping), the learning rate of a cosine schedule over a wall-clock
+budget, and setting it."""
 from __future__ import annotations
 
 import math
@@ -43,3 +44,15 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"].fill_(value)  # in place: a CUDA graph reads this tensor
         else:
             group["lr"] = value
+
+
+def masked_scaled_mse(pred: torch.Tensor, y: torch.Tensor, scale: torch.Tensor, *, check: bool = True) -> torch.Tensor:
+    """Mean of ((pred - y) / scale)^2 over the entries whose label is not NaN (zero gradient elsewhere).
+
+    ``check=False`` skips the host-side test for a batch without labels (a device sync); such a
+    batch then gives a zero loss instead of an error."""
+    valid = ~torch.isnan(y)
+    if check and not bool(valid.any()):
+        raise ValueError("batch has no labelled entries")
+    residual = (pred - torch.where(valid, y, pred.detach())) / scale
+    return residual.pow(2).sum() / valid.sum().clamp_min(1)

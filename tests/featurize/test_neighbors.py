@@ -7,7 +7,7 @@ import torch
 from ase import Atoms
 from ase.neighborlist import neighbor_list
 
-from molgnn.models.neighbors import DegenerateGeometryError, add_neighbors, neighbor_pairs
+from molgnn.featurize.neighbors import DegenerateGeometryError, add_neighbors, neighbor_pairs
 
 
 def _random_batch(sizes: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -9,7 +9,7 @@ import torch
 from molgnn.config import ModelConfig
 from molgnn.featurize.atomistic import DeviceBatcher, make_batch, pad_batch, padded_capacity
 from molgnn.models.property_model import PropertyModel
-from molgnn.train.finetune import masked_scaled_mse
+from molgnn.train.steps import masked_scaled_mse
 
 CUTOFF = 3.0
 CFG = ModelConfig(n_atom_basis=16, n_interactions=2, n_rbf=8, cutoff=CUTOFF)

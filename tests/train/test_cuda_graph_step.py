@@ -2,6 +2,8 @@
 emulated on CPU, and padded fine-tuning training the same model as unpadded fine-tuning."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -10,8 +12,8 @@ from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.featurize.atomistic import DeviceBatcher
 from molgnn.models.property_model import PropertyModel
 from molgnn.train.cuda_graph_step import GraphedStep
-from molgnn.train.finetune import finetune, masked_scaled_mse
-from molgnn.train.steps import optimizer_step, set_lr
+from molgnn.train.finetune import finetune
+from molgnn.train.steps import masked_scaled_mse, optimizer_step, set_lr
 
 CFG = ModelConfig(n_atom_basis=8, n_interactions=2, n_rbf=6, cutoff=3.0)
 SPLIT = (np.arange(28), np.arange(28, 34), np.arange(34, 40))
@@ -52,6 +54,48 @@ def test_graphed_step_bookkeeping_matches_eager_unpadded_steps(synthetic_atomist
     np.testing.assert_allclose(losses, ref_losses, rtol=2e-5, atol=1e-6)
     for (name, p), q in zip(model.named_parameters(), ref_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+
+def test_graphed_step_times_its_warm_ups_only(synthetic_atomistic):
+    """warmup_seconds grows with the eager first step and each new shape's capture, not with replays."""
+    ds = synthetic_atomistic(40, min_atoms=3)
+    batches = list(DeviceBatcher(ds, CFG.cutoff).batches(np.arange(28), 6, pad=(16, 64)))
+    model, opt = _model_and_opt(lr_tensor=True)
+    step = GraphedStep(model, model, opt, ["gap", "U0"], torch.tensor([0.5, 3.0]), 1.0, emulate=True)
+    step(batches[0])
+    assert step.warmup_seconds > 0 and step.n_graphs == 0  # the eager first step
+    for b in batches:
+        before, n = step.warmup_seconds, step.n_graphs
+        step(b)
+        assert (step.warmup_seconds > before) == (step.n_graphs > n)
+    before = step.warmup_seconds
+    for b in batches:  # every shape captured by now: replays only
+        step(b)
+    assert step.warmup_seconds == before
+
+
+def test_warmup_outside_budget_keeps_the_first_compiled_step_off_the_clock(synthetic_atomistic, monkeypatch):
+    """A slow first compiled step (standing in for torch.compile's compilation) is timed into the
+    history's warmup_seconds either way; only warmup_outside_budget takes it off elapsed_seconds."""
+    def slow_first_call(model, **_):
+        calls = []
+
+        def forward(batch):
+            if not calls:
+                time.sleep(1.0)
+            calls.append(1)
+            return model(batch)
+        return forward
+
+    monkeypatch.setattr(torch, "compile", slow_first_call)
+    ds = synthetic_atomistic(40, min_atoms=3)
+    runs = {flag: finetune(ds, None, SPLIT, CFG, _cfg(epochs=1), seed=0, compile_model=True,
+                           warmup_outside_budget=flag).history[0] for flag in (False, True)}
+    for h in runs.values():
+        assert h["warmup_seconds"] >= 1.0
+    assert runs[False]["elapsed_seconds"] >= 1.0 and runs[False]["seconds"] >= 1.0
+    assert runs[True]["elapsed_seconds"] < 1.0 and runs[True]["seconds"] < 1.0
 
 
 def test_graphed_step_needs_capturable_optimizer_and_cuda():

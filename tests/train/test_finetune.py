@@ -15,8 +15,9 @@ from molgnn.featurize.atomistic import AtomisticDataset, make_batch
 from molgnn.models.property_model import (CheckpointMismatchError, PropertyModel, element_counts, fit_atom_refs,
                                           target_statistics)
 from molgnn.train.checkpoints import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from molgnn.train.finetune import SplitError, finetune, finetune_ensemble, masked_scaled_mse
+from molgnn.train.finetune import SplitError, finetune, finetune_ensemble
 from molgnn.train.pretrain import pretrain
+from molgnn.train.steps import masked_scaled_mse
 
 CFG = ModelConfig(n_atom_basis=16, n_interactions=2, n_rbf=10, cutoff=4.0)
 SMILES = ("CCO", "c1ccncc1", "NCC(=O)O", "CC#N", "OCC(F)F", "CCOC", "C=CC=O", "CN(C)C", "OC1CC1", "CC(N)=O")
@@ -158,7 +159,8 @@ def test_nan_labels_are_masked(tables):
 
 def test_early_stopping_keeps_best_weights(tables):
     structures, targets = tables
-    stalled = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=10, patience=2, lr=0.0), seed=0)
+    # lr 1e-30 (the config wants lr > 0): every step is below float32 resolution, the weights never move
+    stalled = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=10, patience=2, lr=1e-30), seed=0)
     assert len(stalled.history) == 3 and stalled.checkpoint["best_epoch"] == 1
     res = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=6, lr=5e-3), seed=0)
     best = min(h["val_mae_gap"] for h in res.history)

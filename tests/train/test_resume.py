@@ -10,7 +10,7 @@ import torch
 import molgnn.train.finetune as ft
 from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, make_batch
-from molgnn.models.neighbors import neighbor_pairs, pair_table
+from molgnn.featurize.neighbors import neighbor_pairs, pair_table
 from molgnn.train.finetune import finetune
 from molgnn.train.steps import cosine_time_lr
 from molgnn.train.resume import ResumeError, ResumeMismatchError, fingerprint, load_state, save_state
