@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from molgnn.chem.properties import PROPERTIES
 from molgnn.models.graph_diffusion import GraphDiffusion, GraphTransformerLayer, run_trunk
 
 REGRESSOR_FORMAT = "molgnn-guidance-regressor/1"
@@ -37,47 +38,20 @@ class GuidanceError(ValueError):
 
 
 # --------------------------------------------------------------------------------------- properties
-def _qed(mol: Any) -> float:
-    from rdkit.Chem import QED
-    return float(QED.qed(mol))
-
-
-def _logp(mol: Any) -> float:
-    from rdkit.Chem import Crippen
-    return float(Crippen.MolLogP(mol))
-
-
-def _sa(mol: Any) -> float:
-    from molgnn.chem.filters import _sascorer   # RDKit Contrib's SA_Score, imported once there
-    return float(_sascorer().calculateScore(mol))
-
-
-def _mol_weight(mol: Any) -> float:
-    from rdkit.Chem import Descriptors
-    return float(Descriptors.MolWt(mol))
-
-
-# RDKit properties measurable exactly on any generated molecule (name -> function of an RDKit Mol).
-PROPERTIES: dict[str, Callable[[Any], float]] = {"qed": _qed, "logp": _logp, "sa": _sa, "mol_weight": _mol_weight}
-
-
 def property_values(smiles: Sequence[str | None], name: str) -> np.ndarray:
-    """``name`` (a key of PROPERTIES) of each SMILES as float64; NaN where it is None or unparseable."""
+    """``name`` (a property of ``molgnn.chem.properties.PROPERTIES``: RDKit properties measurable
+    exactly on any generated molecule) of each SMILES as float64; NaN where it is None or invalid."""
     if name not in PROPERTIES:
         raise GuidanceError(f"unknown property {name!r}; computable ones are {sorted(PROPERTIES)} "
                             "(other labels, e.g. DFT gaps, can be passed to train_noisy_regressor directly)")
-    from rdkit import Chem, rdBase
+    from molgnn.chem.canonical import get_mol   # quiet on generated junk: it is expected, reported as NaN
 
-    fn = PROPERTIES[name]
+    compute = PROPERTIES[name].compute
     out = np.full(len(smiles), np.nan)
-    blocker = rdBase.BlockLogs()   # generated junk is expected: report it as NaN, not on stderr
-    try:
-        for i, smi in enumerate(smiles):
-            mol = Chem.MolFromSmiles(smi) if isinstance(smi, str) and smi else None
-            if mol is not None:
-                out[i] = fn(mol)
-    finally:
-        del blocker
+    for i, smi in enumerate(smiles):
+        mol = get_mol(smi) if isinstance(smi, str) else None
+        if mol is not None:
+            out[i] = compute(mol)
     return out
 
 

@@ -22,6 +22,10 @@ generated list (``None`` = a draw that produced no SMILES), V the valid entries 
 ``Filters``       fraction of V passing the MOSES filters (``metrics_chem.passes_filters``).
 ================  ==============================================================================
 
+Validity, canonical SMILES, uniqueness and novelty (including NaN over an empty set) are the
+definitions of ``molgnn.chem.canonical`` and ``molgnn.chem.sample_rates``, which the pipeline's
+generation rates use too; the property values come from the registry ``molgnn.chem.properties``.
+
 ``<ref>`` is ``Test`` (MOSES test set) and ``TestSF`` (scaffold test set). Differences from the
 MOSES code, all deliberate: the training set is canonicalized for Novelty (MOSES compared raw
 strings, which depends on the RDKit version that wrote them); ``None`` entries are accepted as
@@ -57,15 +61,15 @@ import numpy as np
 import rdkit
 import torch
 
+from molgnn.chem.canonical import canonical_smiles, get_mol
+from molgnn.chem.sample_rates import MetricWarning, fraction, novel_fraction, uniqueness, validity
 from molgnn.generate.metrics_chem import (
     FP_BITS,
     PROPERTY_NAMES,
     brics_fragments,
-    canonical_smiles,
     describe_generated,
     describe_reference,
     element_signature,
-    get_mol,
     molecular_properties,
     morgan_fingerprint,
     murcko_scaffold,
@@ -92,10 +96,6 @@ log = logging.getLogger(__name__)
 METRICS_VERSION = "1"
 #: Maps over fewer items than this run in-process even when n_jobs > 1 (process start-up costs ~1 s).
 MIN_PARALLEL_ITEMS = 2000
-
-
-class MetricWarning(UserWarning):
-    """A metric was computed on fewer molecules than its definition asks for, or is undefined."""
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,8 +151,9 @@ def fraction_valid(generated: Sequence[str | None], *, single_fragment: bool = F
         raise ValueError("fraction_valid needs at least one entry")
     with _Mapper(n_jobs) as mapper:
         canon = mapper.map(canonical_smiles, generated)
-    valid = [c for c in canon if c is not None and (not single_fragment or "." not in c)]
-    return len(valid) / len(generated)
+    if single_fragment:
+        canon = [None if c is not None and "." in c else c for c in canon]
+    return validity(canon)
 
 
 def fraction_unique(smiles: Sequence[str], k: int | None = None) -> float:
@@ -171,13 +172,10 @@ def fraction_unique(smiles: Sequence[str], k: int | None = None) -> float:
             warnings.warn(f"unique@{k} asked of {len(smiles)} valid molecules; computed over all of them "
                           "(MOSES semantics)", MetricWarning, stacklevel=2)
         smiles = smiles[:k]
-    if not smiles:
-        warnings.warn("uniqueness of an empty set is undefined", MetricWarning, stacklevel=2)
-        return float("nan")
     canon = [canonical_smiles(s) for s in smiles]
     if any(c is None for c in canon):
         raise ValueError("invalid molecule passed to fraction_unique; pass valid SMILES only")
-    return len(set(canon)) / len(canon)
+    return uniqueness(canon)   # NaN with a MetricWarning when empty
 
 
 def _novel_fraction(unique: set[str], train: Iterable[str | None], mapper: _Mapper) -> float:
@@ -188,8 +186,7 @@ def _novel_fraction(unique: set[str], train: Iterable[str | None], mapper: _Mapp
        canonicalized and compared.
     """
     if not unique:
-        warnings.warn("novelty of an empty set is undefined", MetricWarning, stacklevel=3)
-        return float("nan")
+        return novel_fraction(0, 0)   # undefined: NaN with a MetricWarning
     train = [t for t in train if isinstance(t, str) and t]
     raw = set(train)
     in_raw = [g for g in unique if g in raw]
@@ -200,7 +197,7 @@ def _novel_fraction(unique: set[str], train: Iterable[str | None], mapper: _Mapp
         candidates = [t for t in train if t not in found and element_signature(t) in wanted]
         log.info("novelty: canonicalizing %d of %d training SMILES", len(candidates), len(train))
         found |= rest & set(mapper.map(canonical_smiles, candidates))
-    return 1.0 - len(found) / len(unique)
+    return novel_fraction(len(unique), len(found))
 
 
 def novelty(generated: Sequence[str | None], train: Iterable[str | None], *, n_jobs: int = 1) -> float:
@@ -574,11 +571,10 @@ def moses_metrics(generated: Sequence[str | None], *, test: Sequence[str] | Refe
         describe = describe_generated if "Filters" in groups else describe_reference
         described = [d for d in mapper.map(describe, generated) if d is not None]
         out["n_generated"], out["n_valid"] = len(generated), len(described)
-        out["valid"] = len(described) / len(generated)
+        out["valid"] = fraction(len(described), len(generated), "validity")
         if corrected is not None:
             corrected = list(corrected)
-            out["valid_corrected"] = (sum(c is not None for c in mapper.map(canonical_smiles, corrected))
-                                      / max(len(corrected), 1))
+            out["valid_corrected"] = validity(mapper.map(canonical_smiles, corrected)) if corrected else float("nan")
         canon = [d[0] for d in described]
         for k in ks:
             out[f"unique@{k}"] = fraction_unique(canon, k) if canon else float("nan")

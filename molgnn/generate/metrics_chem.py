@@ -11,11 +11,13 @@ from collections import Counter
 from functools import lru_cache
 
 import numpy as np
-from rdkit import Chem, rdBase
+from rdkit import Chem
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.rdmolops import FragmentOnBRICSBonds
 from rdkit.Chem.Scaffolds import MurckoScaffold
 
+from molgnn.chem.canonical import canonical_smiles, get_mol
+from molgnn.chem.properties import MOSES_PROPERTIES, PROPERTIES
 from molgnn.generate.metrics_filters import MCF_SMARTS, PAINS_SMARTS
 
 #: Morgan fingerprint used by SNN and IntDiv: radius 2, 1024 bits, no chirality, no features
@@ -27,37 +29,6 @@ MIN_SCAFFOLD_RINGS = 2
 #: MOSES filters: only these elements, no formal charges, no ring of 8 or more atoms, no MCF/PAINS alert.
 ALLOWED_ATOMS = frozenset({"C", "N", "S", "O", "F", "Cl", "Br", "H"})
 MAX_RING_SIZE = 7
-
-
-def get_mol(smiles: str | Chem.Mol | None) -> Chem.Mol | None:
-    """The sanitized RDKit molecule of a SMILES, or None when it is not a valid molecule.
-
-    None, non-strings and the empty string are invalid; otherwise ``Chem.MolFromSmiles`` (which
-    sanitizes) decides. A SMILES of several fragments (``"CC.O"``) is valid, as in MOSES. A Mol passes
-    through unchanged.
-
-    >>> get_mol("c1ccccc1").GetNumAtoms(), get_mol("c1cccc1"), get_mol(None), get_mol("")
-    (6, None, None, None)
-    """
-    if isinstance(smiles, Chem.Mol):
-        return smiles
-    if not isinstance(smiles, str) or not smiles:
-        return None
-    try:
-        with rdBase.BlockLogs():  # invalid draws are expected: keep RDKit quiet, for this call only
-            return Chem.MolFromSmiles(smiles)
-    except Exception:  # RDKit raises only on exotic input; treat it as invalid
-        return None
-
-
-def canonical_smiles(smiles: str | Chem.Mol | None) -> str | None:
-    """RDKit's canonical isomeric SMILES (``Chem.MolToSmiles`` defaults), or None when invalid.
-
-    >>> canonical_smiles("OCC"), canonical_smiles("C1CC")
-    ('CCO', None)
-    """
-    mol = get_mol(smiles)
-    return None if mol is None else Chem.MolToSmiles(mol)
 
 
 @lru_cache(maxsize=1)
@@ -205,33 +176,14 @@ def describe_generated(smiles: str | None) -> tuple[str, bytes, list[str], str |
 # ----------------------------------------------------------------------------------------------
 # MOSES property distributions (logP, SA, QED, weight)
 
-PROPERTY_NAMES = ("logP", "SA", "QED", "weight")
+#: MOSES's keys for them (its published tables), from the property registry (molgnn.chem.properties).
+PROPERTY_NAMES = tuple(PROPERTIES[name].moses_key for name in MOSES_PROPERTIES)
 
 
-@lru_cache(maxsize=1)
-def _sascorer():
-    """RDKit's Contrib SA_Score (Ertl & Schuffenhauer 2009), the scorer MOSES imports."""
-    import importlib.util
-    import os
-
-    from rdkit.Chem import RDConfig
-
-    path = os.path.join(RDConfig.RDContribDir, "SA_Score", "sascorer.py")
-    spec = importlib.util.spec_from_file_location("molgnn_sascorer", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"RDKit's SA_Score contrib module not found at {path}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def molecular_properties(smiles: str | None) -> tuple[float, float, float, float] | None:
+def molecular_properties(smiles: str | None) -> tuple[float, ...] | None:
     """(logP, SA, QED, weight) as MOSES computes them (Crippen MolLogP, SA_Score, QED, MolWt);
     None for an invalid SMILES."""
-    from rdkit.Chem import QED, Crippen, Descriptors
-
     mol = get_mol(smiles)
     if mol is None:
         return None
-    return (float(Crippen.MolLogP(mol)), float(_sascorer().calculateScore(mol)), float(QED.qed(mol)),
-            float(Descriptors.MolWt(mol)))
+    return tuple(PROPERTIES[name].compute(mol) for name in MOSES_PROPERTIES)

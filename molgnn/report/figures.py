@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from molgnn.report.plots import molecule_grid, property_distributions, save_figure
+from molgnn.chem.properties import QED
 from molgnn.report.properties import molecule_properties
 
 
@@ -22,7 +23,7 @@ def generator_figures(kind: str, samples: pd.DataFrame, training: pd.DataFrame, 
     props = molecule_properties(smiles)
     out: dict[str, Path] = {}
     shown = props.head(max_grid)
-    legends = [f"#{samples['sample'].iloc[i]}  QED {q:.2f}" for i, q in zip(shown["index"], shown["qed"])]
+    legends = [f"#{samples['sample'].iloc[i]}  QED {q:.2f}" for i, q in zip(shown["index"], shown[QED])]
     grid = molecule_grid(shown["smiles"].tolist(), grid_path, max_mols=max_grid, legends=legends)
     if grid is not None:
         out["grid"] = grid

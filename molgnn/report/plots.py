@@ -9,13 +9,25 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from molgnn.chem.properties import HEAVY_ATOMS, PROPERTIES  # noqa: E402
+
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def learning_curve(history: Sequence[dict], keys: Sequence[str], title: str):
+    """One line per key of ``keys`` (``molgnn.train.history_keys``) over the epochs of ``history``.
+
+    A key that no epoch records raises KeyError: a curve must not vanish from the plot silently.
+    """
+    from molgnn.train.history_keys import EPOCH
+
+    recorded = {k for h in history for k in h}
+    missing = [k for k in keys if k not in recorded]
+    if history and missing:
+        raise KeyError(f"learning curve {title!r}: no epoch records {missing}; recorded keys: {sorted(recorded)}")
     fig, ax = plt.subplots(figsize=(5, 3.5))
-    epochs = [h.get("epoch", i) for i, h in enumerate(history)]
+    epochs = [h.get(EPOCH, i) for i, h in enumerate(history)]
     for key in keys:
         values = [h.get(key) for h in history]
         if any(v is not None for v in values):
@@ -83,9 +95,8 @@ def molecule_grid(smiles: Sequence[str], path: str | Path, per_row: int = 6, max
     return Path(path)
 
 
-# Properties compared between generated and training molecules: column -> axis label.
-PROPERTY_LABELS = {"qed": "QED", "sa_score": "SA score (1 easy .. 10 hard)", "logp": "Crippen logP",
-                   "mol_wt": "molecular weight (Da)", "heavy_atoms": "heavy atoms"}
+# Properties compared between generated and training molecules: column -> axis label (the registry's).
+PROPERTY_LABELS = {name: prop.label for name, prop in PROPERTIES.items()}
 
 
 def property_distributions(series: dict[str, "pd.DataFrame"], title: str = "", reference: str = "training"):
@@ -107,7 +118,7 @@ def property_distributions(series: dict[str, "pd.DataFrame"], title: str = "", r
             ax.set_xlabel(label)
             continue
         lo, hi = float(pooled.min()), float(pooled.max())
-        if col == "heavy_atoms":  # integer counts: one bin per count
+        if col == HEAVY_ATOMS:  # integer counts: one bin per count
             bins = np.arange(np.floor(lo) - 0.5, np.ceil(hi) + 1.5)
         else:
             bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 26)

@@ -5,32 +5,27 @@ from typing import Iterable
 
 import pandas as pd
 
-PROPERTY_COLUMNS = ["qed", "sa_score", "logp", "mol_wt", "heavy_atoms"]
+from molgnn.chem.properties import PROPERTIES
+
+#: one column per registered property (molgnn.chem.properties): qed, sa, logp, mol_weight, heavy_atoms
+PROPERTY_COLUMNS = list(PROPERTIES)
 
 
 def molecule_properties(smiles: Iterable[str | None]) -> pd.DataFrame:
-    """QED, SA score, Crippen logP, molecular weight and heavy-atom count of each parsable SMILES.
+    """QED, SA score, Crippen logP, molecular weight and heavy-atom count of each valid SMILES.
 
-    ``index`` is the entry's position in ``smiles``. Unparsable or empty entries are skipped (the generators' invalid samples); each distinct molecule
+    ``index`` is the entry's position in ``smiles``. Invalid or empty entries are skipped (the
+    generators' invalid samples; validity as ``molgnn.chem.canonical.get_mol``); each distinct molecule
     counts as often as it is given, so a generator that repeats itself shows it in the histogram.
     """
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem import QED, Crippen, Descriptors
-
-    from molgnn.chem.filters import sa_score
+    from molgnn.chem.canonical import get_mol
+    from molgnn.chem.properties import compute_properties
 
     rows = []
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        for i, smi in enumerate(smiles):
-            mol = Chem.MolFromSmiles(smi) if isinstance(smi, str) and smi else None
-            if mol is None:
-                continue
-            rows.append({"index": i, "smiles": smi, "qed": QED.qed(mol), "sa_score": sa_score(mol),
-                         "logp": Crippen.MolLogP(mol), "mol_wt": Descriptors.MolWt(mol),
-                         "heavy_atoms": mol.GetNumHeavyAtoms()})
-    finally:
-        RDLogger.EnableLog("rdApp.*")
+    for i, smi in enumerate(smiles):
+        mol = get_mol(smi) if isinstance(smi, str) else None
+        if mol is not None:
+            rows.append({"index": i, "smiles": smi, **compute_properties(mol, PROPERTY_COLUMNS)})
     return pd.DataFrame(rows, columns=["index", "smiles", *PROPERTY_COLUMNS])
 
 

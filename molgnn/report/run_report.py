@@ -20,8 +20,10 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from molgnn.chem.properties import QED, SA
+from molgnn.chem.properties import QED, SA
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
+from molgnn.train import history_keys as H
 from molgnn.data.stage_store import StageResult, read_manifest
 
 REPORT_FILE = "report.md"
@@ -183,7 +185,7 @@ def _pretrain(b: _Builder) -> None:
               f"(e.g. {', '.join(d['examples'])}).")
     history = _read_json(r.outputs.get("history"))
     if history:
-        b.figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss", "eht_loss"], "pretraining"),
+        b.figure(learning_curve(history, H.pretrain_curve_keys(history), "pretraining"),
                  "pretrain_loss.png", "pretraining loss")
 
 
@@ -199,13 +201,16 @@ def _finetune(b: _Builder) -> None:
           b.cached_note("finetune"))
     rows = []
     for t in units:
-        rows.append([t, units.get(t) or "–", fmt(m.get(f"test_mae_{t}")), fmt(m.get(f"test_rmse_{t}")),
-                     fmt(m.get(f"test_r2_{t}"))])
+        rows.append([t, units.get(t) or "–", fmt(m.get(H.test_metric("mae", t))),
+                     fmt(m.get(H.test_metric("rmse", t))), fmt(m.get(H.test_metric("r2", t)))])
     b.add("Test-split errors (in the target's unit):", table(["target", "unit", "MAE", "RMSE", "R²"], rows))
-    if any(f"calib_scale_{t}" in m for t in units):
-        rows = [[t, fmt(m.get(f"calib_spearman_{t}")), fmt(m.get(f"calib_scale_{t}")),
-                 f"{pct(m.get(f'calib_coverage95_raw_{t}'))} → {pct(m.get(f'calib_coverage95_{t}'))}",
-                 f"{fmt(m.get(f'calib_miscal_area_raw_{t}'))} → {fmt(m.get(f'calib_miscal_area_{t}'))}"]
+    if any(H.calib_metric(H.CALIB_SCALE, t) in m for t in units):
+        def calib(name: str, t: str):
+            return m.get(H.calib_metric(name, t))
+
+        rows = [[t, fmt(calib(H.CALIB_SPEARMAN, t)), fmt(calib(H.CALIB_SCALE, t)),
+                 f"{pct(calib(H.CALIB_COVERAGE95_RAW, t))} → {pct(calib(H.CALIB_COVERAGE95, t))}",
+                 f"{fmt(calib(H.CALIB_MISCAL_AREA_RAW, t))} → {fmt(calib(H.CALIB_MISCAL_AREA, t))}"]
                 for t in units]
         b.add("Uncertainty calibration on the test split (std scale fitted on the validation split; "
               "raw ensemble spread → calibrated):",
@@ -220,7 +225,7 @@ def _finetune(b: _Builder) -> None:
                          f"finetune_parity_{t}.png", f"parity {t}")
     histories = _read_json(r.outputs.get("history"))
     if histories:
-        b.figure(learning_curve(histories[0], ["train_loss", "val_mae"], "fine-tuning (member 0)"),
+        b.figure(learning_curve(histories[0], H.finetune_curve_keys(histories[0]), "fine-tuning (member 0)"),
                  "finetune_curve.png", "fine-tuning learning curve")
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
 from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
+from molgnn.train import history_keys
 
 SPLIT_FILE = "split.csv"
 CALIBRATION_FILE = "calibration.json"
@@ -99,14 +100,15 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         metrics: dict[str, float] = {"n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}
         for target, vals in ens.test_metrics.items():
             for name, value in vals.items():
-                metrics[f"test_{name}_{target}"] = value
+                metrics[history_keys.test_metric(name, target)] = value
+        H = history_keys
         for target, rep in calib.items():
-            metrics[f"calib_spearman_{target}"] = rep["spearman_std_abs_error"]
-            metrics[f"calib_scale_{target}"] = rep["scale"]
-            metrics[f"calib_coverage95_raw_{target}"] = rep["coverage_raw"]["0.95"]
-            metrics[f"calib_coverage95_{target}"] = rep.get("coverage_recal", rep["coverage_raw"])["0.95"]
-            metrics[f"calib_miscal_area_raw_{target}"] = rep["miscalibration_area_raw"]
-            metrics[f"calib_miscal_area_{target}"] = rep.get("miscalibration_area_recal", math.nan)
+            metrics[H.calib_metric(H.CALIB_SPEARMAN, target)] = rep["spearman_std_abs_error"]
+            metrics[H.calib_metric(H.CALIB_SCALE, target)] = rep["scale"]
+            metrics[H.calib_metric(H.CALIB_COVERAGE95_RAW, target)] = rep["coverage_raw"]["0.95"]
+            metrics[H.calib_metric(H.CALIB_COVERAGE95, target)] = rep.get("coverage_recal", rep["coverage_raw"])["0.95"]
+            metrics[H.calib_metric(H.CALIB_MISCAL_AREA_RAW, target)] = rep["miscalibration_area_raw"]
+            metrics[H.calib_metric(H.CALIB_MISCAL_AREA, target)] = rep.get("miscalibration_area_recal", math.nan)
         return StageResult(stage="finetune", key=key, out_dir=str(out_dir), outputs=outputs,
                            metrics=metrics,
                            info={"units": {t: units.get(t, "") for t in cfg.targets}, "init": cfg.init,
@@ -125,7 +127,8 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                 unit = result.info["units"].get(target, "")
                 run.log_figure(parity(sub["y_true"], sub["y_pred"], target, unit), f"parity_{target}.png")
         histories = json.loads(result.path("history").read_text())
-        run.log_figure(learning_curve(histories[0], ["train_loss", "val_mae"], "fine-tuning (member 0)"),
+        run.log_figure(learning_curve(histories[0], history_keys.finetune_curve_keys(histories[0]),
+                                      "fine-tuning (member 0)"),
                        "finetune_curve.png")
         run.log_artifact(result.path("test_predictions"))
         run.log_artifact(result.path("split"))

@@ -10,6 +10,7 @@ import pandas as pd
 
 from molgnn.data.artifacts import atomic_path
 from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
+from molgnn.train.history_keys import EPOCH, pretrain_curve_keys
 
 CHECKPOINT_FILE = "encoder.pt"
 
@@ -37,7 +38,7 @@ def run_pretrain(ctx: RunContext, structures_path: Path) -> StageResult:
         return StageResult(
             stage="pretrain", key=key, out_dir=str(out_dir),
             outputs={"checkpoint": str(out_dir / CHECKPOINT_FILE), "history": str(out_dir / "history.json")},
-            metrics={f"final_{k}": v for k, v in last.items() if k != "epoch"} | {"n_structures": len(structures)}
+            metrics={f"final_{k}": v for k, v in last.items() if k != EPOCH} | {"n_structures": len(structures)}
             | ({"n_structures_without_eht_targets": eht["n_without_targets"]} if eht else {}),
             info={"device": ctx.device} | ({"eht_rejections": eht["reasons"]} if eht else {}),
         )
@@ -46,7 +47,7 @@ def run_pretrain(ctx: RunContext, structures_path: Path) -> StageResult:
         from molgnn.report.plots import learning_curve
 
         history = json.loads(result.path("history").read_text())
-        run.log_figure(learning_curve(history, ["loss", "denoise_loss", "mask_loss", "eht_loss"], "pretraining"),
+        run.log_figure(learning_curve(history, pretrain_curve_keys(history), "pretraining"),
                        "pretrain_loss.png")
         run.log_artifact(result.path("checkpoint"), "model")
         run.log_dict({"model": dataclasses.asdict(p.model), "pretrain": dataclasses.asdict(p.pretrain)},

@@ -19,6 +19,7 @@ from molgnn.data.schema import TOTAL_CHARGE
 from molgnn.featurize.atomistic import AtomisticDataset, gather_atoms, iterate_batches
 from molgnn.models.pretraining import PretrainingModel, pretraining_loss
 from molgnn.models.property_model import CheckpointMismatchError
+from molgnn.train import history_keys as H
 from molgnn.train.checkpoints import checkpoint_from_model
 from molgnn.train.steps import cosine_time_lr, optimizer_step, set_lr
 
@@ -165,16 +166,16 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
         if not math.isfinite(sums["loss"]):
             raise TrainingDivergedError(f"pretraining loss is {sums['loss']} in epoch {epoch}")
         metrics = {
-            "loss": sums["loss"] / n_mol,
-            "denoise_loss": sums["denoise"] / n_atoms,
-            "mask_loss": sums["mask"] / n_masked if n_masked else float("nan"),
-            "mask_accuracy": sums["correct"] / n_masked if n_masked else float("nan"),
-            **({"eht_loss": sums["eht"] / sums["n_eht"] if sums["n_eht"] else float("nan")} if eht_stats else {}),
-            "seconds": seconds,
-            "molecules_per_second": n_mol / seconds if seconds > 0 else float("nan"),
+            H.LOSS: sums["loss"] / n_mol,
+            H.DENOISE_LOSS: sums["denoise"] / n_atoms,
+            H.MASK_LOSS: sums["mask"] / n_masked if n_masked else float("nan"),
+            H.MASK_ACCURACY: sums["correct"] / n_masked if n_masked else float("nan"),
+            **({H.EHT_LOSS: sums["eht"] / sums["n_eht"] if sums["n_eht"] else float("nan")} if eht_stats else {}),
+            H.SECONDS: seconds,
+            H.MOLECULES_PER_SECOND: n_mol / seconds if seconds > 0 else float("nan"),
         }
-        metrics["lr"] = float(optimizer.param_groups[0]["lr"])
-        history.append({"epoch": len(earlier) + epoch, **metrics})
+        metrics[H.LR] = float(optimizer.param_groups[0]["lr"])
+        history.append({H.EPOCH: len(earlier) + epoch, **metrics})
         if log_fn is not None:
             log_fn({f"pretrain/{k}": v for k, v in metrics.items()}, epoch)
         if max_seconds is not None and time.perf_counter() - started >= max_seconds:

@@ -6,6 +6,7 @@ import math
 import pytest
 
 from molgnn.chem.filters import drug_likeness, generation_rates, lipinski_violations
+from molgnn.chem.sample_rates import MetricWarning
 from molgnn.chem.standardize import MoleculeParseError, parse_smiles
 
 RHODANINE = "O=C1NC(=S)SC1=Cc1ccccc1"     # benzylidene rhodanine: a textbook PAINS hit
@@ -20,7 +21,7 @@ def test_pains_hit_and_clean_molecule():
     assert clean["pains_alerts"] == []
     assert clean["lipinski_violations"] == 0
     assert 0.5 < clean["qed"] < 0.6          # RDKit QED of aspirin: 0.55
-    assert 1.0 <= clean["sa_score"] < 2.5    # simple, easily made
+    assert 1.0 <= clean["sa"] < 2.5          # simple, easily made
 
 
 def test_lipinski_counts_violations():
@@ -31,8 +32,8 @@ def test_lipinski_counts_violations():
 
 
 def test_sa_score_orders_simple_below_complex():
-    simple = drug_likeness("CCO")["sa_score"]
-    complex_ = drug_likeness("C[C@H]1C[C@@]2(O)[C@@H](C)C[C@H]3[C@@]4(C)CC[C@@H](O)C[C@H]4CC[C@@]32C1")["sa_score"]
+    simple = drug_likeness("CCO")["sa"]
+    complex_ = drug_likeness("C[C@H]1C[C@@]2(O)[C@@H](C)C[C@H]3[C@@]4(C)CC[C@@H](O)C[C@H]4CC[C@@]32C1")["sa"]
     assert simple < complex_
 
 
@@ -56,8 +57,10 @@ def test_generation_rates_hand_counted():
 
 
 def test_generation_rates_all_invalid_and_empty():
-    r = generation_rates([None, "C1CC"], ["CCO"])
-    assert r["validity"] == 0.0 and r["uniqueness"] == 0.0 and r["novelty"] == 0.0
-    assert math.isnan(r["mean_qed"]) and math.isnan(r["mean_sa"])
+    # nothing valid: validity is 0, every rate over the valid or distinct molecules is undefined (NaN)
+    with pytest.warns(MetricWarning, match="of an empty set is undefined"):
+        r = generation_rates([None, "C1CC"], ["CCO"])
+    assert r["validity"] == 0.0
+    assert all(math.isnan(r[k]) for k in ("uniqueness", "novelty", "pains_free", "lipinski_pass", "mean_qed", "mean_sa"))
     with pytest.raises(ValueError):
         generation_rates([], ["CCO"])

@@ -29,8 +29,8 @@ def test_properties_skip_unparsable_and_keep_positions():
     assert props["index"].tolist() == [0, 4]
     assert set(PROPERTY_COLUMNS) <= set(props.columns)
     benzene = props.iloc[1]
-    assert benzene["heavy_atoms"] == 6 and benzene["mol_wt"] == pytest.approx(78.11, abs=0.01)
-    assert 1 <= benzene["sa_score"] <= 10 and 0 < benzene["qed"] < 1
+    assert benzene["heavy_atoms"] == 6 and benzene["mol_weight"] == pytest.approx(78.11, abs=0.01)
+    assert 1 <= benzene["sa"] <= 10 and 0 < benzene["qed"] < 1
     assert len(training_properties(TRAINING, max_molecules=3)) == 3
 
 
@@ -67,7 +67,7 @@ def _fake_run(tmp_path: Path) -> dict[str, StageResult]:
     screen = tmp_path / "screen"
     screen.mkdir()
     pd.DataFrame({"rank": [1, 2], "smiles": ["CC(N)C(=O)O", "c1ccncc1"], "generator": "vae",
-                  "gap_mean": [7.1, 6.2], "gap_std": [0.2, 0.3], "qed": [0.4, 0.5], "sa_score": [2.0, 1.5],
+                  "gap_mean": [7.1, 6.2], "gap_std": [0.2, 0.3], "qed": [0.4, 0.5], "sa": [2.0, 1.57],
                   "generator_run": "genrun123", "data_md5": "md5abc", "property_model_run": "ftrun456"}
                  ).to_csv(screen / "candidates.csv", index=False)
 
@@ -95,7 +95,7 @@ def test_report_from_stage_results(tmp_path):
     path = write_report(results, tmp_path / "report", {"pipeline_run": "parent789", "data_md5": "md5abc"})
     text = path.read_text()
     for needle in ["parent789", "md5abc", "unparsable SMILES", "0.25", "83.3 %", "run-generate-vae",
-                   "genrun123", "ftrun456", "`CC(N)C(=O)O`", "Not run"]:
+                   "genrun123", "ftrun456", "`CC(N)C(=O)O`", "Not run", "1.57"]:   # 1.57: the SA column read
         assert needle in text, needle
     links = re.findall(r"\]\(([^)]+)\)", text)
     assert any(link.endswith("generate_vae_grid.png") for link in links)
