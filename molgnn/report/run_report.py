@@ -20,11 +20,10 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from molgnn.chem.properties import QED, SA
-from molgnn.chem.properties import QED, SA
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
-from molgnn.train import history_keys as H
 from molgnn.data.stage_store import StageResult, read_manifest
+from molgnn.train import history_keys as H
 
 REPORT_FILE = "report.md"
 RESULTS_FILE = "results.json"      # the StageResults + run metadata the report was built from
