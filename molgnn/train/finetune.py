@@ -26,7 +26,6 @@ from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_
 from molgnn.models.property_model import (PropertyModel, element_counts, fit_atom_refs, predict_properties,
                                           target_statistics)
 from molgnn.train import history_keys as H
-from molgnn.train import history_keys as H
 from molgnn.train.checkpoints import checkpoint_from_model
 from molgnn.train.cuda_graph_step import GraphedStep
 from molgnn.train.pretrain import LogFn, TrainingDivergedError, as_dataset, sync
