@@ -1,9 +1,12 @@
 """Real DVC, offline, with the default local remote."""
 import subprocess
 
+import pytest
+
 from molgnn.tracking.dvc_data import data_md5, ensure_repo, is_clean, version_data
 
 
+@pytest.mark.slow   # about 25 s on 2 shared cores: dvc add, push and status each start DVC
 def test_version_data_writes_dvc_file_pushes_and_is_clean(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "data").mkdir()

@@ -38,6 +38,7 @@ def _torchrun(tmp_path: Path, *extra: str, nproc: int = 2) -> subprocess.Complet
     return subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow   # about 30 s on 2 shared cores: torchrun starts two training processes
 def test_ddp_two_processes_gloo(tmp_path):
     proc = _torchrun(tmp_path, "--epochs", "3", "--device-batches", "--state", str(tmp_path / "state.pt"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
