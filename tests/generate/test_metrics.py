@@ -173,6 +173,22 @@ def test_filter_smarts_are_moses_tables():
     assert all(Chem.MolFromSmarts(s) is not None for _, s in MCF_SMARTS + PAINS_SMARTS)
 
 
+def test_filter_smarts_resource_is_unchanged_and_checked_on_load():
+    from importlib import resources
+
+    from molgnn.generate.metrics_filters import RESOURCE, load_filter_smarts
+
+    data = resources.files("molgnn").joinpath("resources", RESOURCE).read_bytes()
+    assert hashlib.sha256(data).hexdigest() == "1c138756629983cdbe6226e10610a71f395919206c3b374dd140cf713f8e00d2"
+    text = data.decode()
+    assert len(text.splitlines()) == 1 + 22 + 480 and text.startswith("set\tname\tsmarts\n")
+    edited = text.replace("MCF\tMCF1\t[#6]=&!@[#6]-[#6]#[#7]", "MCF\tMCF1\t[#6]=&!@[#6]-[#6]#[#8]")
+    with pytest.raises(ValueError, match="SMARTS sha256 .* expected MOSES's"):
+        load_filter_smarts(edited)
+    with pytest.raises(ValueError, match="line 2: expected set in"):
+        load_filter_smarts(text.replace("MCF\tMCF1\t", "XYZ\tMCF1\t", 1))
+
+
 @pytest.mark.parametrize("smiles, ok", [
     ("CC(=O)Nc1ccc(O)cc1", True),
     ("C[N+](C)(C)C", False),           # charge
