@@ -1,205 +1,417 @@
 """Typed view of ``params.yaml``.
 
-Every stage takes one of these dataclasses, never a raw dict, so a misspelt knob fails when the file
-is loaded, not halfway through a run.
+Every stage takes one of these dataclasses, never a raw dict. They are pydantic dataclasses: the
+whole file is typed and range-checked when it is loaded, before any work starts, and every problem
+is reported at once, one line each, naming the dotted key, the value and the form expected.
+``dataclasses.asdict`` and attribute access work as on plain dataclasses.
+
+YAML quirks handled: ``5e-4`` (a string to YAML 1.1) is the float 5e-4 wherever a number belongs;
+a lone string where a list of strings belongs (``targets: gap``) is a one-element list; integers,
+booleans and strings are strict (``2.5`` is not an epoch count, the string ``"false"`` is not a
+boolean). An empty section (``generate:``) means its defaults.
+
+What depends on the machine or the file system (is there a CUDA device, do the sources exist) is
+checked separately by :func:`check_runnable`, which ``molgnn run`` calls before starting Prefect.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
+import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
+import re
+from dataclasses import field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
+from annotated_types import Ge, Gt, Le, Lt, MinLen
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, Strict, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
 
 
 class ConfigError(ValueError):
-    """params.yaml is malformed or names an unknown knob."""
+    """params.yaml (or a ``--set`` override) is malformed, names an unknown knob or cannot run here.
+
+    ``problems`` holds one line per problem (``key = value: expected ...``)."""
+
+    def __init__(self, message: str, problems: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems else [message]
 
 
-@dataclass
+class _Invalid(ValueError):
+    """Raised by a section's own checks (fields that depend on each other): ``(field, value, expected)``
+    triples; the loader turns them into dotted-key lines."""
+
+    def __init__(self, problems: list[tuple[str, Any, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{k} = {_show(v)}: {e}" for k, v, e in problems))
+
+
+def _check(problems: list[tuple[str, Any, str]]) -> None:
+    if problems:
+        raise _Invalid(problems)
+
+
+# --- field types ------------------------------------------------------------------------------------
+
+def _yaml_float(value: Any) -> Any:
+    """YAML 1.1 reads ``5e-4`` (no dot) as a string; a number written so is still a number."""
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            return value            # not a number: the float check reports it
+    return value
+
+
+def _one_as_list(value: Any) -> Any:
+    """``targets: gap`` is ``[gap]`` (list('gap') would be ['g', 'a', 'p'])."""
+    return [value] if isinstance(value, str) else value
+
+
+def _none_as_empty(value: Any) -> Any:
+    """An empty section (``generate:`` with nothing under it) means its defaults."""
+    return {} if value is None else value
+
+
+def _part(cls: type) -> Any:
+    """A section inside another: ``None`` (an empty YAML section) means its defaults."""
+    return Annotated[cls, BeforeValidator(_none_as_empty)]
+
+
+def _listed_once(what: str):
+    """A check of a list of ``what``: not empty, no entry twice."""
+    def check(values: list[Any]) -> list[Any]:
+        if not values:
+            raise ValueError(f"at least one {what}")
+        if _repeated(values):
+            raise ValueError(f"each {what} once ({_repeated(values)} repeated)")
+        return values
+    return AfterValidator(check)
+
+
+def _device(value: str) -> str:
+    if not DEVICE_PATTERN.fullmatch(value):
+        raise ValueError("auto, cpu, cuda or cuda:N")
+    return value
+
+
+def _split_fractions(values: list[float]) -> list[float]:
+    if len(values) != 3 or abs(sum(values) - 1.0) > 1e-6:
+        raise ValueError("three fractions (train, validation, test) summing to 1")
+    if not (values[0] > 0 and values[1] > 0):
+        raise ValueError("positive train and validation fractions (early stopping needs validation)")
+    return values
+
+
+Int = Annotated[int, Strict()]
+PosInt = Annotated[int, Strict(), Gt(0)]
+NonNegInt = Annotated[int, Strict(), Ge(0)]
+Float = Annotated[float, Strict(), BeforeValidator(_yaml_float)]
+PosFloat = Annotated[float, Strict(), Gt(0), BeforeValidator(_yaml_float)]
+NonNegFloat = Annotated[float, Strict(), Ge(0), BeforeValidator(_yaml_float)]
+Fraction = Annotated[float, Strict(), Ge(0), Le(1), BeforeValidator(_yaml_float)]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+StrList = Annotated[list[Str], BeforeValidator(_one_as_list)]
+Amp = Literal["bf16", "fp16"]
+
+DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
+SCHEDULERS = ("plateau", "cosine", "cosine-time")                 # molgnn.train.finetune.SCHEDULERS
+GUIDANCE_PROPERTIES = ("qed", "logp", "sa", "mol_weight")        # molgnn.generate.guidance.PROPERTIES
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _section(cls: type) -> type:
+    """A pydantic dataclass of params.yaml; built in Python (``FinetuneConfig(lr=...)``,
+    ``dataclasses.replace``) it raises ConfigError too, its lines naming the class's fields."""
+    cls = dataclass(config=_STRICT)(cls)
+    init = cls.__init__
+
+    @functools.wraps(init)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        try:
+            init(self, *args, **kwargs)
+        except ValidationError as exc:
+            lines = _problem_lines(exc, set(), cls)
+            raise ConfigError(f"{cls.__name__}: " + "; ".join(lines), lines) from None
+
+    cls.__init__ = __init__
+    return cls
+
+
+def _repeated(values: list[Any]) -> list[Any]:
+    return sorted({v for v in values if values.count(v) > 1})
+
+
+# --- sections ---------------------------------------------------------------------------------------
+
+@_section
 class DataConfig:
-    sources: list[str] = field(default_factory=lambda: ["qm9-sample"])
-    smiles_column: str | None = None
-    target_columns: list[str] | None = None
-    max_heavy_atoms: int = 50
-    limit: int | None = None
-    out_dir: str = "data/molecules"
+    sources: Annotated[StrList, _listed_once("source")] = field(default_factory=lambda: ["qm9-sample"])
+    smiles_column: Str | None = None
+    target_columns: Annotated[StrList, _listed_once("column")] | None = None
+    max_heavy_atoms: PosInt = 50
+    limit: PosInt | None = None
+    out_dir: Str = "data/molecules"
 
 
-@dataclass
+@_section
 class ConformerConfig:
-    method: str = "etkdgv3-mmff"
-    timeout_s: float = 10.0
-    max_iterations: int = 200
+    method: Literal["etkdgv3-mmff"] = "etkdgv3-mmff"
+    timeout_s: PosFloat = 10.0
+    max_iterations: NonNegInt = 200
 
 
-@dataclass
+@_section
 class FeaturizeConfig:
-    featurizer: str = "atom-bond-v1"
-    conformers: ConformerConfig = field(default_factory=ConformerConfig)
-    workers: int | None = None
-    out_dir: str = "data/features"
+    featurizer: Literal["atom-bond-v1"] = "atom-bond-v1"
+    conformers: _part(ConformerConfig) = field(default_factory=ConformerConfig)
+    workers: PosInt | None = None
+    out_dir: Str = "data/features"
 
 
-@dataclass
+@_section
 class ModelConfig:
-    n_atom_basis: int = 32
-    n_interactions: int = 3
-    n_rbf: int = 20
-    cutoff: float = 5.0
+    n_atom_basis: PosInt = 32
+    n_interactions: PosInt = 3
+    n_rbf: PosInt = 20
+    cutoff: PosFloat = 5.0
 
 
-@dataclass
+@_section
 class PretrainConfig:
-    enabled: bool = True
-    epochs: int = 2
-    batch_size: int = 32
-    lr: float = 5e-4
-    noise_std: float = 0.05
-    mask_rate: float = 0.15
-    denoise_weight: float = 1.0
-    mask_weight: float = 1.0
-    max_molecules: int | None = None
-    lr_schedule: str = "constant"  # or "cosine": decay to 1 % over the epochs (benchmarks/README.md, pretraining)
-    eht_weight: float = 1.0  # > 0: also predict extended-Hueckel HOMO/LUMO/gap of each structure (molgnn.chem.eht;
-                             # benchmarks/README.md: it took the 1,000-label gain from 16.5 to 26.3 %); 0: off
+    enabled: Bool = True
+    epochs: PosInt = 2
+    batch_size: PosInt = 32
+    lr: PosFloat = 5e-4
+    noise_std: NonNegFloat = 0.05
+    mask_rate: Annotated[float, Strict(), Ge(0), Lt(1), BeforeValidator(_yaml_float)] = 0.15
+    denoise_weight: NonNegFloat = 1.0
+    mask_weight: NonNegFloat = 1.0
+    max_molecules: PosInt | None = None
+    # constant | cosine (decay to 1 % over the epochs) | cosine-time (to 1 % over time_budget_s);
+    # benchmarks/README.md, pretraining
+    lr_schedule: Literal["constant", "cosine", "cosine-time"] = "constant"
+    eht_weight: NonNegFloat = 1.0  # > 0: also predict extended-Hueckel HOMO/LUMO/gap of each structure (molgnn.chem.eht;
+                                   # benchmarks/README.md: it took the 1,000-label gain from 16.5 to 26.3 %); 0: off
+    weight_decay: NonNegFloat = 0.0                 # AdamW
+    grad_clip: PosFloat | None = 10.0               # gradient-norm clip; None: off
+    amp: Amp | None = None                          # autocast of the forward pass; None: float32
+    time_budget_s: PosFloat | None = None           # stop at the first epoch end past this; None: epochs only
+
+    def train_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``molgnn.train.pretrain.pretrain`` that this config decides."""
+        return {"weight_decay": self.weight_decay, "grad_clip": self.grad_clip, "amp": self.amp,
+                "max_seconds": self.time_budget_s, "cosine_lr": self.lr_schedule == "cosine-time"}
 
     def __post_init__(self) -> None:
-        if not self.eht_weight >= 0:
-            raise ConfigError(f"pretrain.eht_weight must be >= 0, got {self.eht_weight!r}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            raise ConfigError(f"pretrain.lr_schedule must be 'constant' or 'cosine', not {self.lr_schedule!r}")
+        problems = []
+        if self.lr_schedule == "cosine-time" and self.time_budget_s is None:
+            problems.append(("lr_schedule", self.lr_schedule, "a time_budget_s for the cosine to run over"))
+        if self.denoise_weight == self.mask_weight == self.eht_weight == 0:
+            problems.append(("denoise_weight", self.denoise_weight,
+                             "a positive weight on at least one objective (denoise, mask, eht)"))
+        _check(problems)
 
 
-@dataclass
+@_section
 class FinetuneConfig:
-    targets: list[str] = field(default_factory=lambda: ["gap"])
-    init: str = "pretrained"
-    split: str = "scaffold"
-    fractions: list[float] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    epochs: int = 8
-    batch_size: int = 32
-    lr: float = 5e-4
-    ensemble_size: int = 3
-    patience: int = 10
-    encoder_lr_scale: float = 2.0  # lr multiplier of a *pretrained* encoder (the head trains at lr); benchmarks/README.md
+    targets: Annotated[StrList, _listed_once("target")] = field(default_factory=lambda: ["gap"])
+    init: Literal["pretrained", "scratch"] = "pretrained"
+    split: Literal["random", "scaffold"] = "scaffold"
+    fractions: Annotated[list[Fraction], AfterValidator(_split_fractions)] = field(default_factory=lambda: [0.8, 0.1, 0.1])
+    epochs: PosInt = 8
+    batch_size: PosInt = 32
+    lr: PosFloat = 5e-4
+    ensemble_size: PosInt = 3
+    patience: PosInt = 10
+    encoder_lr_scale: PosFloat = 2.0  # lr multiplier of a *pretrained* encoder (the head trains at lr); benchmarks/README.md
+    # What molgnn.train.finetune.finetune() takes besides the config; defaults are its own.
+    scheduler: Literal["plateau", "cosine", "cosine-time"] = "plateau"
+    lr_patience: PosInt | None = None                # plateau: epochs before halving the lr; None: patience // 2
+    weight_decay: NonNegFloat = 1e-2                 # AdamW
+    grad_clip: PosFloat | None = 10.0                # gradient-norm clip; None: off
+    warmup_steps: NonNegInt = 0                      # cosine-time only: linear warm-up steps
+    min_lr_ratio: Fraction = 0.0                     # cosine-time only: the lr ends at lr * this
+    time_budget_s: PosFloat | None = None            # training wall-clock budget per member; None: epochs only
+    amp: Amp | None = None                           # autocast of the training forward pass; None: float32
+    compile_model: Bool = False                      # torch.compile the training forward pass
+    cuda_graphs: Bool = False                        # capture each padded batch shape's step as a CUDA graph
+    eval_every: PosInt = 1                           # validate (and select the best epoch) every N epochs
+    atom_refs: Bool = True                           # per-element references for sum-aggregated targets
+    aggregation: dict[Str, Literal["sum", "mean"]] | None = None  # per target; None: each target's default
+    head_hidden: PosInt | None = None                # property head width; None: the encoder's
+    head_layers: PosInt = 2
+
+    TRAIN_OPTIONS: ClassVar[tuple[str, ...]] = (
+        "scheduler", "lr_patience", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "time_budget_s",
+        "amp", "compile_model", "cuda_graphs", "eval_every", "atom_refs", "aggregation", "head_hidden", "head_layers")
+
+    def train_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``molgnn.train.finetune.finetune`` that this config decides
+        (each field of TRAIN_OPTIONS under its own name)."""
+        return {name: getattr(self, name) for name in self.TRAIN_OPTIONS}
 
     def __post_init__(self) -> None:
-        if not self.encoder_lr_scale > 0:
-            raise ConfigError(f"finetune.encoder_lr_scale must be positive, not {self.encoder_lr_scale}")
-        if self.init not in ("pretrained", "scratch"):
-            raise ConfigError(f"finetune.init must be 'pretrained' or 'scratch', not {self.init!r}")
-        if self.split not in ("random", "scaffold"):
-            raise ConfigError(f"finetune.split must be 'random' or 'scaffold', not {self.split!r}")
-        if len(self.fractions) != 3 or abs(sum(self.fractions) - 1.0) > 1e-6:
-            raise ConfigError(f"finetune.fractions must be three numbers summing to 1, not {self.fractions}")
-        if self.ensemble_size < 1:
-            raise ConfigError("finetune.ensemble_size must be at least 1")
+        problems = []
+        if self.scheduler == "cosine-time" and self.time_budget_s is None:
+            problems.append(("scheduler", self.scheduler, "a time_budget_s for the cosine to run over"))
+        if self.warmup_steps and self.scheduler != "cosine-time":
+            problems.append(("warmup_steps", self.warmup_steps, "0 unless scheduler is cosine-time"))
+        if self.cuda_graphs and self.amp == "fp16":
+            problems.append(("amp", self.amp, "bf16 or null with cuda_graphs (fp16's scaler syncs with the host)"))
+        unknown = sorted(set(self.aggregation or {}) - set(self.targets))
+        if unknown:
+            problems.append(("aggregation", self.aggregation, f"keys among the targets {self.targets} "
+                                                              f"({unknown} are not)"))
+        _check(problems)
 
 
-@dataclass
-class VAEConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 1e-3
-    latent_dim: int = 32
-    hidden_dim: int = 128
+@_section
+class GeneratorTrainingConfig:
+    """What both generators share: molgnn.generate.training.train_generator_on_graphs' options."""
+
+    epochs: PosInt = 20
+    batch_size: PosInt = 64
+    lr: PosFloat = 1e-3
+    grad_clip: PosFloat | None = 1.0                 # gradient-norm clip; None: off
+    weight_decay: NonNegFloat = 0.01                 # AdamW
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: NonNegInt = 0                      # linear warm-up steps
+    min_lr_ratio: Fraction = 0.05                    # cosine: the lr ends at lr * this
+    ema_decay: Annotated[float, Strict(), Gt(0), Lt(1), BeforeValidator(_yaml_float)] | None = None
+    bf16: Bool = False                               # bfloat16 autocast of the network
+    time_budget_s: PosFloat | None = None            # training-time budget; None: epochs only
 
 
-@dataclass
-class DiffusionConfig:
-    epochs: int = 20
-    batch_size: int = 64
-    lr: float = 5e-4
-    timesteps: int = 100
-    hidden_dim: int = 64
-    n_layers: int = 3
+@_section
+class VAEConfig(GeneratorTrainingConfig):
+    latent_dim: PosInt = 32
+    hidden_dim: PosInt = 128
+    n_layers: PosInt = 3
+    beta: NonNegFloat = 0.3                          # KL weight
+    edge_weight: NonNegFloat = 1.0                   # bond reconstruction weight
 
 
-@dataclass
+@_section
+class DiffusionConfig(GeneratorTrainingConfig):
+    lr: PosFloat = 5e-4
+    timesteps: PosInt = 100
+    hidden_dim: PosInt = 64
+    n_layers: PosInt = 3
+    n_heads: PosInt = 4
+    lambda_edge: NonNegFloat = 5.0                   # bond loss weight
+
+    def __post_init__(self) -> None:
+        if self.hidden_dim % self.n_heads:
+            raise _Invalid([("hidden_dim", self.hidden_dim, f"a multiple of n_heads ({self.n_heads})")])
+
+
+@_section
 class GuidanceConfig:
     """Regressor guidance of the diffusion sampler toward ``low <= property <= high`` (None = open)."""
 
-    enabled: bool = False
-    property: str = "qed"
-    low: float | None = 0.55
-    high: float | None = None
-    scale: float = 3.0
-    edge_scale: float | None = None   # the bonds' own strength (None: scale); 0 keeps validity best
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 3e-4
-    t_exponent: float = 3.0
-    hidden_dim: int = 64
-    n_layers: int = 2
+    enabled: Bool = False
+    property: Literal["qed", "logp", "sa", "mol_weight"] = "qed"
+    low: Float | None = 0.55
+    high: Float | None = None
+    scale: NonNegFloat = 3.0
+    node_scale: NonNegFloat | None = None   # the atoms' own strength (None: scale)
+    edge_scale: NonNegFloat | None = None   # the bonds' own strength (None: scale); 0 keeps validity best
+    epochs: PosInt = 8
+    batch_size: PosInt = 128
+    lr: PosFloat = 3e-4
+    t_exponent: PosFloat = 3.0
+    hidden_dim: PosInt = 64
+    n_layers: PosInt = 2
 
     def __post_init__(self) -> None:
+        problems = []
         if self.low is None and self.high is None:
-            raise ConfigError("generate.guidance: give low and/or high")
+            problems.append(("low", None, "a number in low and/or high (the target range)"))
         if self.low is not None and self.high is not None and self.low > self.high:
-            raise ConfigError(f"generate.guidance: low {self.low} > high {self.high}")
-        if not self.scale >= 0:
-            raise ConfigError(f"generate.guidance.scale must be >= 0, got {self.scale}")
-        if self.edge_scale is not None and not self.edge_scale >= 0:
-            raise ConfigError(f"generate.guidance.edge_scale must be >= 0 or null, got {self.edge_scale}")
+            problems.append(("low", self.low, f"at most high ({self.high})"))
+        _check(problems)
 
 
-@dataclass
+@_section
 class GenerateConfig:
-    models: list[str] = field(default_factory=lambda: ["vae", "diffusion"])
-    max_heavy_atoms: int = 9
-    vae: VAEConfig = field(default_factory=VAEConfig)
-    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
-    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
-    n_samples: int = 200
-    out_dir: str = "runs/generated"
+    models: Annotated[list[Literal["vae", "diffusion"]], BeforeValidator(_one_as_list), _listed_once("model")] = field(
+        default_factory=lambda: ["vae", "diffusion"])
+    max_heavy_atoms: PosInt = 9
+    vae: _part(VAEConfig) = field(default_factory=VAEConfig)
+    diffusion: _part(DiffusionConfig) = field(default_factory=DiffusionConfig)
+    guidance: _part(GuidanceConfig) = field(default_factory=GuidanceConfig)
+    n_samples: PosInt = 200
+    out_dir: Str = "runs/generated"
+    sample_batch_size: PosInt = 512        # graphs drawn per batch (the draws depend on it)
 
     def __post_init__(self) -> None:
-        unknown = set(self.models) - {"vae", "diffusion"}
-        if unknown:
-            raise ConfigError(f"generate.models: unknown model(s) {sorted(unknown)}; use vae, diffusion")
+        problems = []
+        if self.guidance.enabled and "diffusion" not in self.models:
+            problems.append(("guidance.enabled", True, "false unless diffusion is in generate.models"))
+        _check(problems)
 
 
-@dataclass
+@_section
 class FilterConfig:
-    require_unique: bool = True
-    require_novel: bool = True
-    reject_pains: bool = True
-    min_qed: float = 0.0
-    max_sa: float = 10.0
-    max_lipinski_violations: int = 1
+    require_unique: Bool = True
+    require_novel: Bool = True
+    reject_pains: Bool = True
+    min_qed: Fraction = 0.0
+    max_sa: Annotated[float, Strict(), Ge(1), Le(10), BeforeValidator(_yaml_float)] = 10.0
+    max_lipinski_violations: Annotated[int, Strict(), Ge(0), Le(4)] = 1
 
 
-@dataclass
+@_section
 class ScreenConfig:
-    rank_by: str = "gap"
-    descending: bool = True
-    out: str = "runs/screen/candidates.csv"
+    rank_by: Str = "gap"
+    descending: Bool = True
+    out: Str = "runs/screen/candidates.csv"
 
 
-@dataclass
+@_section
 class TrackingConfig:
-    mlflow_uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_root: str = "mlruns/artifacts"
-    experiment: str = "molgnn"
+    mlflow_uri: Annotated[str, Strict(), MinLen(1)] = "sqlite:///mlruns/mlflow.db"
+    artifact_root: Annotated[str, Strict(), MinLen(1)] = "mlruns/artifacts"
+    experiment: Annotated[str, Strict(), MinLen(1)] = "molgnn"
 
 
-@dataclass
+@_section
 class Params:
-    seed: int = 0
-    device: str = "auto"             # auto (CUDA when present) | cpu | cuda | cuda:N
-    data: DataConfig = field(default_factory=DataConfig)
-    featurize: FeaturizeConfig = field(default_factory=FeaturizeConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    generate: GenerateConfig = field(default_factory=GenerateConfig)
-    filter: FilterConfig = field(default_factory=FilterConfig)
-    screen: ScreenConfig = field(default_factory=ScreenConfig)
-    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    seed: NonNegInt = 0
+    device: Annotated[str, Strict(), AfterValidator(_device)] = "auto"   # auto (CUDA when present) | cpu | cuda | cuda:N
+    data: _part(DataConfig) = field(default_factory=DataConfig)
+    featurize: _part(FeaturizeConfig) = field(default_factory=FeaturizeConfig)
+    model: _part(ModelConfig) = field(default_factory=ModelConfig)
+    pretrain: _part(PretrainConfig) = field(default_factory=PretrainConfig)
+    finetune: _part(FinetuneConfig) = field(default_factory=FinetuneConfig)
+    generate: _part(GenerateConfig) = field(default_factory=GenerateConfig)
+    filter: _part(FilterConfig) = field(default_factory=FilterConfig)
+    screen: _part(ScreenConfig) = field(default_factory=ScreenConfig)
+    tracking: _part(TrackingConfig) = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        problems = []
+        targets = self.finetune.targets
+        if self.screen.rank_by not in targets:
+            problems.append(("screen.rank_by", self.screen.rank_by, f"one of finetune.targets {targets}"))
+        if self.finetune.init == "pretrained" and not self.pretrain.enabled:
+            problems.append(("finetune.init", "pretrained",
+                             "scratch when pretrain.enabled is false (or enable pretraining)"))
+        columns = self.data.target_columns
+        if columns is not None and set(targets) - set(columns):
+            problems.append(("finetune.targets", targets,
+                             f"columns that data.target_columns keeps ({columns})"))
+        if self.finetune.cuda_graphs and self.device == "cpu":
+            problems.append(("finetune.cuda_graphs", True, "false on device cpu (CUDA graphs need a GPU)"))
+        _check(problems)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -214,7 +426,7 @@ class Params:
         out: dict[str, Any] = {}
 
         def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
+            if isinstance(value, dict) and (value or not prefix):
                 for k, v in value.items():
                     walk(f"{prefix}.{k}" if prefix else k, v)
             else:
@@ -224,33 +436,153 @@ class Params:
         return out
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if raw is None:
-        return cls()
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where or 'params'} must be a mapping, got {type(raw).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = set(raw) - set(fields)
-    if unknown:
-        raise ConfigError(f"unknown key(s) in {where or 'params'}: {sorted(unknown)}")
-    kwargs = {}
-    for name, value in raw.items():
-        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else None
-        if dataclasses.is_dataclass(default):
-            kwargs[name] = _build(type(default), value, f"{where}.{name}" if where else name)
+# --- loading ----------------------------------------------------------------------------------------
+
+_PARAMS = TypeAdapter(Params)
+
+
+def _show(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _section_at(loc: tuple[Any, ...], root: type) -> Any:
+    """The dataclass (a default instance) that holds the field at ``loc`` under ``root``, or None."""
+    node: Any = root()
+    for part in loc[:-1]:
+        if not isinstance(part, str) or not dataclasses.is_dataclass(getattr(node, part, None)):
+            return None
+        node = getattr(node, part)
+    return node
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _expected(err: dict[str, Any]) -> str:
+    kind, msg = err["type"], err["msg"]
+    plain = {"int_type": "an integer", "int_parsing": "an integer", "float_type": "a number (e.g. 5.0e-4)",
+             "float_parsing": "a number (e.g. 5.0e-4)", "bool_type": "true or false",
+             "string_type": "a string (quote it)", "list_type": "a list", "dict_type": "a mapping",
+             "finite_number": "a finite number"}
+    if kind in plain:
+        return plain[kind]
+    if kind == "literal_error":
+        return "one of " + err["ctx"]["expected"]
+    return msg.removeprefix("Input should be ").removeprefix("Value error, ")
+
+
+def _problem_lines(exc: ValidationError, overridden: set[str], root: type) -> list[str]:
+    lines: list[str] = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, _Invalid):          # a section's own cross-field checks
+            for name, value, expected in cause.problems:
+                lines.append(_line(_dotted(loc + tuple(name.split("."))), value, expected, overridden))
+            continue
+        key = _dotted(loc) or "params"
+        if err["type"] == "unexpected_keyword_argument":
+            section = _section_at(loc, root)
+            known = [f.name for f in dataclasses.fields(section)] if section is not None else []
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            hint = f"did you mean {_dotted(loc[:-1] + (close[0],))}? " if close else ""
+            where = _dotted(loc[:-1]) or ("the top level" if root is Params else root.__name__)
+            lines.append(_line(key, err["input"], f"a known key: {hint}({where} has: {', '.join(known)})",
+                               overridden, unknown=True))
+        elif err["type"] == "dataclass_type":
+            section = _section_at(loc + ("_",), root)
+            known = [f.name for f in dataclasses.fields(section)] if section is not None else []
+            lines.append(_line(key, err["input"], f"a mapping of {', '.join(known)}", overridden))
         else:
-            kwargs[name] = value
+            lines.append(_line(key, err["input"], _expected(err), overridden))
+    return lines
+
+
+def _line(key: str, value: Any, expected: str, overridden: set[str], unknown: bool = False) -> str:
+    origin = " (from --set)" if key in overridden else ""
+    if unknown:
+        return f"{key}{origin}: unknown key (value {_show(value)}); expected {expected}"
+    return f"{key}{origin} = {_show(value)}: expected {expected}"
+
+
+def from_dict(raw: dict[str, Any] | None, *, source: str = "params", overridden: set[str] | None = None) -> Params:
+    """Validate a parsed params mapping; every problem in one :class:`ConfigError`."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (data, finetune, ...), got {_show(raw)}")
     try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where or 'params'}: {exc}") from exc
+        return _PARAMS.validate_python(raw)
+    except ValidationError as exc:
+        lines = _problem_lines(exc, overridden or set(), Params)
+    head = f"{source}: {len(lines)} invalid parameter{'s' if len(lines) > 1 else ''}"
+    raise ConfigError(f"{head}: {lines[0]}" if len(lines) == 1 else head + ":\n  " + "\n  ".join(lines), lines)
 
 
-def from_dict(raw: dict[str, Any] | None) -> Params:
-    return _build(Params, raw or {}, "")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_0-9][A-Za-z0-9_-]*)*")
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"finetune.lr=5e-4"`` -> ``("finetune.lr", 5e-4)``: a dotted key and a YAML-typed value
+    (an empty value is null)."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not _KEY.fullmatch(key):
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE with a dotted key, e.g. finetune.epochs=4")
+    try:
+        return key, yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc.problem})") from exc
+
+
+def apply_overrides(raw: dict[str, Any] | None, overrides: list[str] | None) -> tuple[dict[str, Any], set[str]]:
+    """``raw`` (not modified) with each ``KEY=VALUE`` set at its dotted key; also the keys set.
+
+    A key must name a knob of :class:`Params` (an unknown one is an error naming it); a whole
+    section cannot be replaced. The values are validated with the rest by :func:`from_dict`."""
+    out = copy.deepcopy(raw) if raw else {}
+    if not isinstance(out, dict):
+        return out, set()   # from_dict reports the malformed file
+    keys: set[str] = set()
+    for text in overrides or []:
+        key, value = parse_override(text)
+        parts = key.split(".")
+        node: Any = Params()
+        for depth, part in enumerate(parts):
+            if dataclasses.is_dataclass(node):
+                known = [f.name for f in dataclasses.fields(node)]
+                if part not in known:
+                    close = difflib.get_close_matches(part, known, n=1)
+                    hint = f"; did you mean {'.'.join(parts[:depth] + [close[0]])}?" if close else ""
+                    where = ".".join(parts[:depth]) or "the top level"
+                    raise ConfigError(f"--set {key}: unknown key {'.'.join(parts[:depth + 1])}{hint} "
+                                      f"({where} has: {', '.join(known)})")
+                node = getattr(node, part)
+            else:
+                node = None     # inside a mapping knob (finetune.aggregation.gap): its keys are free
+        if dataclasses.is_dataclass(node):
+            raise ConfigError(f"--set {key}: {key} is a section; set its keys one by one ({key}.KEY=VALUE)")
+        target = out
+        for depth, part in enumerate(parts[:-1]):
+            child = target.get(part)
+            if child is None:
+                child = target[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:depth + 1])} is {_show(child)} in the file, "
+                                  f"not a mapping")
+            target = child
+        target[parts[-1]] = value
+        keys.add(key)
+    return out, keys
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """Read, override (``KEY=VALUE`` strings, as ``molgnn run --set``) and validate a params file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"parameter file not found: {path}")
@@ -258,4 +590,74 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
-    return from_dict(raw)
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, finetune, ...), got {_show(raw)}")
+    raw, overridden = apply_overrides(raw, overrides)
+    return from_dict(raw, source=str(path), overridden=overridden)
+
+
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, lists on one line (as params.yaml writes them)."""
+
+
+_Dumper.add_representer(list, lambda dumper, data: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", data, flow_style=True))
+
+
+def dump_params(params: Params) -> str:
+    """The effective parameters as YAML text that :func:`load_params` reads back to equal params."""
+    return yaml.dump(params.to_dict(), Dumper=_Dumper, sort_keys=False, width=100)
+
+
+# --- what depends on this machine and this folder ----------------------------------------------------
+
+def check_runnable(params: Params, root: str | Path) -> None:
+    """What :func:`from_dict` cannot know: the device exists here, and each data source is a named
+    source, a URL or a file under ``root`` (relative paths resolve there). Raises one ConfigError
+    listing every problem. ``molgnn run`` calls it before Prefect starts, the flow again."""
+    problems = _device_problems(params) + _source_problems(params, Path(root))
+    if problems:
+        raise ConfigError("cannot run here: " + problems[0] if len(problems) == 1
+                          else "cannot run here:\n  " + "\n  ".join(problems), problems)
+
+
+def _device_problems(params: Params) -> list[str]:
+    want = params.device
+    if want == "cpu" or (want == "auto" and not params.finetune.cuda_graphs):
+        return []
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if want == "auto":    # with cuda_graphs on
+        return [] if n else ["finetune.cuda_graphs = True: expected false, device auto found no CUDA device here"]
+    index = int(want.partition(":")[2] or 0)
+    if index >= n:
+        found = f"{n} CUDA device{'s' if n != 1 else ''} (cuda:0 .. cuda:{n - 1})" if n else "no CUDA device"
+        return [f"device = {want!r}: expected auto or cpu, or a CUDA device this machine has; it has {found}"]
+    return []
+
+
+def _source_problems(params: Params, root: Path) -> list[str]:
+    from molgnn.data.readers import is_url
+    from molgnn.data.sources import list_sources, named_source, units_for
+
+    problems = []
+    names = sorted(list_sources())
+    for k, source in enumerate(params.data.sources):
+        if named_source(source) is not None or is_url(source):
+            continue
+        path = Path(source) if Path(source).is_absolute() else root / source
+        if not path.is_file():
+            close = difflib.get_close_matches(source, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"data.sources[{k}] = {source!r}: expected a named source ({', '.join(names)}), "
+                            f"a URL or an existing file; {path} does not exist{hint}")
+    named = [named_source(s) for s in params.data.sources]
+    if not problems and all(n is not None for n in named):
+        # every source is named: the targets they provide are known before reading a row
+        available = sorted({t for s in params.data.sources for t in units_for(s)})
+        missing = [t for t in params.finetune.targets if t not in available]
+        if missing:
+            problems.append(f"finetune.targets = {params.finetune.targets!r}: expected targets that data.sources "
+                            f"provide ({', '.join(available) or 'none'}); {missing} are not among them")
+    return problems

@@ -420,10 +420,12 @@ def guided_sampling(trained: Any, smiles: Sequence[str], *, property: str, low: 
                     high: float | None, scale: float, n_samples: int, seed: int, epochs: int,
                     node_scale: float | None = None, edge_scale: float | None = None,
                     batch_size: int = 128, lr: float = 3e-4, t_exponent: float = 3.0, hidden_dim: int = 64,
-                    n_layers: int = 2, device: str | torch.device = "cpu", unguided: Any = None) -> tuple[Any, TrainedRegressor, dict]:
+                    n_layers: int = 2, device: str | torch.device = "cpu", unguided: Any = None,
+                    sample_batch_size: int = 512) -> tuple[Any, TrainedRegressor, dict]:
     """Train a regressor of ``property`` on a trained diffusion generator's training ``smiles`` and
     draw ``n_samples`` guided toward ``[low, high]`` (seed ``seed``, like the unguided draw) with
-    strength ``scale`` (``node_scale`` / ``edge_scale``: separate ones, see RegressorGuidance).
+    strength ``scale`` (``node_scale`` / ``edge_scale``: separate ones, see RegressorGuidance), in
+    batches of ``sample_batch_size`` graphs (as ``sample_smiles``: the draws depend on it).
 
     Returns (the guided SampleResult, the regressor, metrics): validity and uniqueness of the
     guided draw, the property's mean over valid samples and the hit rate (valid samples on target)
@@ -444,7 +446,7 @@ def guided_sampling(trained: Any, smiles: Sequence[str], *, property: str, low: 
     reg = train_noisy_regressor(model, x[ok], e[ok], labels[ok.numpy()], properties=[property], epochs=epochs,
                                 batch_size=batch_size, lr=lr, seed=seed, device=device, hidden_dim=hidden_dim,
                                 n_layers=n_layers, t_exponent=t_exponent)
-    guided = sample_smiles(trained, trained.vocab, n_samples, seed=seed, device=device,
+    guided = sample_smiles(trained, trained.vocab, n_samples, seed=seed, device=device, batch_size=sample_batch_size,
                            guidance=RegressorGuidance(reg.regressor, {property: target}, scale=scale,
                                                       node_scale=node_scale, edge_scale=edge_scale))
     metrics: dict[str, float] = {"guided_validity": guided.validity, "guided_uniqueness": guided.uniqueness,

@@ -14,6 +14,7 @@ once that much training time (summed over all calls) is spent.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -396,17 +397,15 @@ def train_generator_from_config(
     **overrides: Any,
 ) -> TrainedGenerator:
     """``train_generator`` with the knobs of ``params.yaml``'s ``generate.vae`` / ``generate.diffusion``;
-    ``max_nodes`` is ``generate.max_heavy_atoms``. ``overrides`` win over the config (e.g. n_heads,
-    max_seconds, state_path)."""
+    ``max_nodes`` is ``generate.max_heavy_atoms``. Every field of the config is passed on (training
+    options and model hyper-parameters; ``time_budget_s`` as ``max_seconds``). ``overrides`` win over
+    the config (e.g. n_heads, max_seconds, state_path)."""
     expected = {"vae": VAEConfig, "diffusion": DiffusionConfig}.get(kind)
     if expected is None:
         raise GeneratorTrainingError(f"unknown generator kind {kind!r}; use one of {sorted(GENERATOR_CLASSES)}")
     if not isinstance(cfg, expected):
         raise GeneratorTrainingError(f"{kind} needs a {expected.__name__}, got {type(cfg).__name__}")
-    if isinstance(cfg, VAEConfig):
-        model_kwargs: dict[str, Any] = {"latent_dim": cfg.latent_dim, "hidden_dim": cfg.hidden_dim}
-    else:
-        model_kwargs = {"timesteps": cfg.timesteps, "hidden_dim": cfg.hidden_dim, "n_layers": cfg.n_layers}
-    kwargs: dict[str, Any] = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr, **model_kwargs}
+    kwargs: dict[str, Any] = dataclasses.asdict(cfg)
+    kwargs["max_seconds"] = kwargs.pop("time_budget_s")
     kwargs.update(overrides)
     return train_generator(kind, smiles, seed=seed, device=device, max_nodes=max_nodes, **kwargs)

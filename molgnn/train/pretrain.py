@@ -63,7 +63,8 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     epoch sums on the device otherwise; ``fused_optimizer`` (default: on CUDA) uses fused AdamW;
     ``max_seconds`` ends training at the first epoch boundary after that many seconds; ``cosine_lr``
     then decays the lr over those seconds to 1 % (a decayed end gives a better encoder than a constant lr).
-    Without it, ``pretrain_cfg.lr_schedule == "cosine"`` decays the lr to 1 % over the configured epochs.
+    Without it, ``pretrain_cfg.lr_schedule == "cosine"`` decays the lr to 1 % over the configured epochs;
+    ``"cosine-time"`` means ``cosine_lr=True``.
 
     ``init_from``: a pretraining checkpoint to continue from (its weights; a fresh optimizer), e.g. to
     pretrain longer than one GPU command; the model config must match and its history is kept in front.
@@ -102,6 +103,7 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
         std = y.std(0) if len(y) > 1 else torch.ones(y.shape[-1], dtype=y.dtype)
         eht_stats = {"mean": y.mean(0).tolist(), "std": torch.where(std > 0, std, torch.ones_like(std)).tolist()}
 
+    cosine_lr = cosine_lr or pretrain_cfg.lr_schedule == "cosine-time"   # the config's name for it
     if cosine_lr and not max_seconds:
         raise ValueError("cosine_lr=True needs max_seconds (the schedule runs over them)")
     torch.manual_seed(seed)

@@ -116,8 +116,9 @@ def test_pretraining_continues_from_a_checkpoint_with_a_cosine_lr(data):
     assert [h["epoch"] for h in more.history[:3]] == [1, 2, 3]  # earlier epochs kept in front
     assert more.history[2]["lr"] > more.history[-1]["lr"]  # decayed over the 0.5 s
     assert more.history[-1]["lr"] < 1e-3 * 0.5
-    # the continued run starts from the checkpoint's weights, not a fresh init (a zero lr keeps them)
-    kept = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, lr=0.0), seed=1, init_from=first)
+    # the continued run starts from the checkpoint's weights, not a fresh init (an lr of 1e-30, below
+    # float32 resolution, keeps them; the config wants lr > 0)
+    kept = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, lr=1e-30), seed=1, init_from=first)
     for k, v in first["state_dict"].items():
         torch.testing.assert_close(kept.checkpoint["state_dict"][k], v, msg=k)
     with pytest.raises(CheckpointMismatchError, match="pretrained with"):
@@ -190,8 +191,8 @@ def test_pretraining_with_eht_targets_records_them_and_continues_a_plain_checkpo
     assert len(stats["mean"]) == 3 and all(s > 0 for s in stats["std"])
     rebuilt = model_from_checkpoint(res.checkpoint)
     assert rebuilt.eht_head is not None
-    # warm start: the shared weights come from the plain checkpoint (a zero lr keeps them), the head is new
-    kept = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, lr=0.0, eht_weight=1.0), seed=1,
+    # warm start: the shared weights come from the plain checkpoint (an lr of 1e-30 keeps them), the head is new
+    kept = pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4, lr=1e-30, eht_weight=1.0), seed=1,
                     init_from=plain).checkpoint
     assert set(kept["state_dict"]) - set(plain["state_dict"]) == {k for k in kept["state_dict"] if k.startswith("eht_head.")}
     for k, v in plain["state_dict"].items():

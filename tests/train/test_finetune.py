@@ -110,14 +110,16 @@ def test_pretrained_encoder_is_loaded(tables):
     structures, targets = tables
     pre = pretrain(structures, CFG, PretrainConfig(epochs=1, batch_size=5), seed=0).checkpoint
     enc = {k: v for k, v in pre["state_dict"].items() if k.startswith("encoder.")}
-    loaded = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=0), seed=1, pretrained=pre).checkpoint
-    scratch = finetune(structures, targets, SPLIT, CFG, _cfg(epochs=0), seed=1).checkpoint
+    # one epoch at lr 1e-30 (the config wants epochs and lr > 0): steps below float32 resolution
+    frozen = _cfg(epochs=1, lr=1e-30)
+    loaded = finetune(structures, targets, SPLIT, CFG, frozen, seed=1, pretrained=pre).checkpoint
+    scratch = finetune(structures, targets, SPLIT, CFG, frozen, seed=1).checkpoint
     assert loaded["init"] == "pretrained" and scratch["init"] == "scratch"
     assert all(torch.equal(loaded["state_dict"][k], v) for k, v in enc.items())
     assert not all(torch.equal(scratch["state_dict"][k], v) for k, v in enc.items())
     other = ModelConfig(n_atom_basis=8, n_interactions=2, n_rbf=10, cutoff=4.0)
     with pytest.raises(CheckpointMismatchError, match="differs"):
-        finetune(structures, targets, SPLIT, other, _cfg(epochs=0), seed=1, pretrained=pre)
+        finetune(structures, targets, SPLIT, other, frozen, seed=1, pretrained=pre)
 
 
 def test_encoder_lr_scale_slows_only_a_pretrained_encoder(tables):
