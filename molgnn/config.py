@@ -349,7 +349,6 @@ class GenerateConfig:
     diffusion: _part(DiffusionConfig) = field(default_factory=DiffusionConfig)
     guidance: _part(GuidanceConfig) = field(default_factory=GuidanceConfig)
     n_samples: PosInt = 200
-    out_dir: Str = "runs/generated"
     sample_batch_size: PosInt = 512        # graphs drawn per batch (the draws depend on it)
 
     def __post_init__(self) -> None:
@@ -373,7 +372,6 @@ class FilterConfig:
 class ScreenConfig:
     rank_by: Str = "gap"
     descending: Bool = True
-    out: Str = "runs/screen/candidates.csv"
 
 
 @_section

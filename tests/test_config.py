@@ -232,7 +232,7 @@ def test_parse_override_types_values_as_yaml():
     assert parse_override("finetune.targets=[gap, homo]") == ("finetune.targets", ["gap", "homo"])
     assert parse_override("pretrain.enabled=false") == ("pretrain.enabled", False)
     assert parse_override("data.limit=") == ("data.limit", None)
-    assert parse_override("screen.out=a=b.csv") == ("screen.out", "a=b.csv")
+    assert parse_override("data.sources=a=b.csv") == ("data.sources", "a=b.csv")
     for bad in ["finetune.lr", "=3", "finetune..lr=3", "finetune.lr=[1"]:
         with pytest.raises(ConfigError, match="--set"):
             parse_override(bad)
