@@ -89,3 +89,64 @@ def _synthetic_atomistic(n_mol: int, *, min_atoms: int, missing_gap=(), seed: in
 def synthetic_atomistic():
     """Factory of :func:`_synthetic_atomistic` datasets (deterministic under ``seed``)."""
     return _synthetic_atomistic
+
+
+def _embed_structures(smiles) -> "pd.DataFrame":
+    """A structures table (``mol_id`` = the SMILES, ``atomic_numbers``, flat ``positions``) of one
+    ETKDG conformer per molecule, with explicit H, seeded by the molecule's position in ``smiles``."""
+    import pandas as pd
+    from rdkit import Chem
+    from rdkit.Chem import AllChem
+
+    rows = []
+    for k, smi in enumerate(smiles):
+        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
+        assert AllChem.EmbedMolecule(mol, randomSeed=k) == 0, f"no conformer for {smi}"
+        rows.append({"mol_id": smi, "atomic_numbers": [a.GetAtomicNum() for a in mol.GetAtoms()],
+                     "positions": mol.GetConformer().GetPositions().ravel().tolist()})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="session")
+def embed_structures():
+    """Factory of :func:`_embed_structures` tables (the same SMILES give the same table)."""
+    return _embed_structures
+
+
+# The fine-tuning settings of the synthetic-data training tests: two targets (intensive gap,
+# extensive U0), batches of 5 over a 28-molecule training split.
+_FINETUNE_TEST_CFG = dict(targets=["gap", "U0"], epochs=3, batch_size=5, lr=2e-3, patience=10)
+
+
+@pytest.fixture(scope="session")
+def finetune_cfg():
+    """``finetune_cfg(**changes)``: a FinetuneConfig of the synthetic-data training tests."""
+    from molgnn.config import FinetuneConfig
+
+    return lambda **changes: FinetuneConfig(**{**_FINETUNE_TEST_CFG, **changes})
+
+
+@pytest.fixture(scope="session")
+def untimed():
+    """``untimed(history)``: the history without its wall-clock entries, for comparing two runs."""
+    from molgnn.train import history_keys as hk
+
+    # "elapsed": the generators' running training time (molgnn.generate.training)
+    timing = {hk.SECONDS, hk.MOLECULES_PER_SECOND, hk.ELAPSED_SECONDS, "elapsed"}
+    return lambda history: [{k: v for k, v in h.items() if k not in timing} for h in history]
+
+
+# Eight small molecules (up to 9 heavy atoms, a zwitterion among them) for the dense-graph generators.
+TINY_GRAPH_SMILES = ["CC(=O)O", "c1ccoc1", "C#N", "OCC1CC1", "[NH3+]CC([O-])=O", "CC1(C)CN1", "N#CC1=CC=CN1",
+                     "O=C1CC2OC12"]
+
+
+@pytest.fixture(scope="module")   # tensors: each module gets its own, as before
+def tiny_dense_graphs():
+    """``(vocab, x, e)``: :data:`TINY_GRAPH_SMILES` as dense graphs of 9 nodes, every molecule kept."""
+    from molgnn.featurize.dense_graph import GraphVocab, encode_many
+
+    vocab = GraphVocab.from_smiles(TINY_GRAPH_SMILES)
+    x, e, _, rejects = encode_many(TINY_GRAPH_SMILES, vocab, 9)
+    assert not rejects
+    return vocab, x, e

@@ -25,12 +25,8 @@ def run(kind, state=None, epochs=4, **kw):
     return train_generator(kind, TINY, **{**SMALL[kind], **opts})
 
 
-def untimed(history):
-    return [{k: v for k, v in h.items() if k not in ("seconds", "molecules_per_second", "elapsed")} for h in history]
-
-
 @pytest.mark.parametrize("kind", ["vae", "diffusion"])
-def test_resume_reproduces_uninterrupted_training(kind, tmp_path: Path):
+def test_resume_reproduces_uninterrupted_training(untimed, kind, tmp_path: Path):
     full = run(kind)
     state = tmp_path / "state.pt"
     first = run(kind, state, on_epoch_end=lambda rec: rec["epoch"] >= 2)   # stop after epoch 2
@@ -45,7 +41,7 @@ def test_resume_reproduces_uninterrupted_training(kind, tmp_path: Path):
     assert again.steps == full.steps and all(torch.equal(a[k], again.model.state_dict()[k]) for k in a)
 
 
-def test_resume_inside_an_epoch_is_exact(tmp_path: Path):
+def test_resume_inside_an_epoch_is_exact(untimed, tmp_path: Path):
     """Budget stops land mid-epoch: the saved position, permutation and partial sums carry over."""
     full = run("vae", epochs=3, batch_size=2)
     state = tmp_path / "s.pt"

@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from molgnn.featurize.dense_graph import GraphVocab, encode_many
 from molgnn.models.graph_diffusion import (
     GraphDiffusion,
     cosine_alpha_bar,
@@ -10,16 +9,7 @@ from molgnn.models.graph_diffusion import (
     transition_matrix,
 )
 
-TINY = ["CC(=O)O", "c1ccoc1", "C#N", "OCC1CC1", "[NH3+]CC([O-])=O", "CC1(C)CN1", "N#CC1=CC=CN1", "O=C1CC2OC12"]
 T = 20
-
-
-@pytest.fixture(scope="module")
-def data():
-    vocab = GraphVocab.from_smiles(TINY)
-    x, e, _, rejects = encode_many(TINY, vocab, 9)
-    assert not rejects
-    return vocab, x, e
 
 
 def make(vocab, x, e, **kw) -> GraphDiffusion:
@@ -36,8 +26,8 @@ def test_cosine_schedule_goes_from_clean_to_limit():
     assert (ab[1:] <= ab[:-1]).all()
 
 
-def test_data_statistics(data):
-    vocab, x, e = data
+def test_data_statistics(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab, x, e)
     carbon = vocab.node_class(("C", 0)) - 1
     n_atoms = int((x > 0).sum())
@@ -48,8 +38,8 @@ def test_data_statistics(data):
     assert torch.isclose(model.size_distribution[5], (sizes == 5).float().mean())
 
 
-def test_transition_matrices_are_stochastic_and_compose(data):
-    vocab, x, e = data
+def test_transition_matrices_are_stochastic_and_compose(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab, x, e)
     t = torch.arange(1, T + 1)
     for q in (*model.q_t(t), *model.q_bar(t)):
@@ -62,8 +52,8 @@ def test_transition_matrices_are_stochastic_and_compose(data):
         assert torch.allclose(prod, model.q_bar(torch.tensor([step + 1]))[0][0], atol=1e-5)
 
 
-def test_noise_reaches_the_marginals_at_T(data):
-    vocab, x, e = data
+def test_noise_reaches_the_marginals_at_T(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab, x, e)
     qx_T, qe_T = model.q_bar(torch.tensor([T]))
     assert torch.allclose(qx_T[0], model.node_marginals.expand(model.n_x, -1), atol=1e-6)
@@ -105,8 +95,8 @@ def test_sample_categorical_matches_probabilities():
     assert torch.allclose(torch.bincount(draws, minlength=3) / 20000.0, probs[0], atol=0.015)
 
 
-def test_denoiser_is_permutation_equivariant_and_symmetric(data):
-    vocab, x, e = data
+def test_denoiser_is_permutation_equivariant_and_symmetric(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab, x, e).eval()
     x0, e0, mask = model._split(x[:1], e[:1])
     mask = torch.ones_like(mask)
@@ -121,8 +111,8 @@ def test_denoiser_is_permutation_equivariant_and_symmetric(data):
     assert torch.allclose(ep, el[:, perm][:, :, perm], atol=1e-4)
 
 
-def test_overfits_tiny_set(data):
-    vocab, x, e = data
+def test_overfits_tiny_set(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab, x, e)
     xs, es = x.repeat(4, 1), e.repeat(4, 1, 1)
 
@@ -144,8 +134,8 @@ def test_overfits_tiny_set(data):
     assert held_loss(T // 2) < 0.85 * before[T // 2]
 
 
-def test_sample_shapes_masks_and_determinism(data):
-    vocab, x, e = data
+def test_sample_shapes_masks_and_determinism(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab, x, e).eval()
     a = model.sample(6, generator=torch.Generator().manual_seed(1))
     b = model.sample(6, generator=torch.Generator().manual_seed(1))

@@ -1,40 +1,29 @@
 import pytest
 import torch
 
-from molgnn.featurize.dense_graph import GraphVocab, decode, encode_many
+from molgnn.featurize.dense_graph import decode
 from molgnn.models.graph_vae import GraphVAE
-
-TINY = ["CC(=O)O", "c1ccoc1", "C#N", "OCC1CC1", "[NH3+]CC([O-])=O", "CC1(C)CN1", "N#CC1=CC=CN1", "O=C1CC2OC12"]
-
-
-@pytest.fixture(scope="module")
-def data():
-    vocab = GraphVocab.from_smiles(TINY)
-    x, e, kept, rejects = encode_many(TINY, vocab, 9)
-    assert not rejects
-    return vocab, x, e
-
 
 def make(vocab, **kw) -> GraphVAE:
     torch.manual_seed(0)
     return GraphVAE(vocab.n_node_classes, vocab.n_edge_classes, 9, latent_dim=16, hidden_dim=64, **kw)
 
 
-def test_shapes_and_symmetric_edge_logits(data):
-    vocab, x, e = data
+def test_shapes_and_symmetric_edge_logits(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab)
     mu, logvar = model.encode(x, e)
-    assert mu.shape == logvar.shape == (len(TINY), 16)
+    assert mu.shape == logvar.shape == (len(x), 16)
     node_logits, edge_logits = model.decode(mu)
-    assert node_logits.shape == (len(TINY), 9, vocab.n_node_classes)
-    assert edge_logits.shape == (len(TINY), 9, 9, vocab.n_edge_classes)
+    assert node_logits.shape == (len(x), 9, vocab.n_node_classes)
+    assert edge_logits.shape == (len(x), 9, 9, vocab.n_edge_classes)
     assert torch.allclose(edge_logits, edge_logits.transpose(1, 2))
     parts = model.loss(x, e)
     assert set(parts) == {"loss", "node_loss", "edge_loss", "kl"} and parts["loss"].requires_grad
 
 
-def test_overfits_tiny_set_and_reconstructs(data):
-    vocab, x, e = data
+def test_overfits_tiny_set_and_reconstructs(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab, beta=0.01)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     gen = torch.Generator().manual_seed(0)
@@ -48,13 +37,13 @@ def test_overfits_tiny_set_and_reconstructs(data):
     assert parts["loss"].item() < 0.2 * first
     with torch.no_grad():
         xr, er = model.graphs_from_logits(*model.decode(model.encode(x, e)[0]))
-    recon = [decode(xr[i], er[i], vocab)[0] for i in range(len(TINY))]
-    truth = [decode(x[i], e[i], vocab)[0] for i in range(len(TINY))]
+    recon = [decode(xr[i], er[i], vocab)[0] for i in range(len(x))]
+    truth = [decode(x[i], e[i], vocab)[0] for i in range(len(x))]
     assert sum(r == t for r, t in zip(recon, truth)) >= 6
 
 
-def test_sample_is_deterministic_symmetric_and_masked(data):
-    vocab, _, _ = data
+def test_sample_is_deterministic_symmetric_and_masked(tiny_dense_graphs):
+    vocab, _, _ = tiny_dense_graphs
     model = make(vocab).eval()
     a = model.sample(5, generator=torch.Generator().manual_seed(1))
     b = model.sample(5, generator=torch.Generator().manual_seed(1))
@@ -66,8 +55,8 @@ def test_sample_is_deterministic_symmetric_and_masked(data):
     assert not e[absent.unsqueeze(2).expand_as(e)].any()
 
 
-def test_hparams_rebuild_the_model(data):
-    vocab, x, e = data
+def test_hparams_rebuild_the_model(tiny_dense_graphs):
+    vocab, x, e = tiny_dense_graphs
     model = make(vocab).eval()
     clone = GraphVAE(**model.hparams).eval()
     clone.load_state_dict(model.state_dict())

@@ -2,11 +2,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-from rdkit import Chem
-from rdkit.Chem import AllChem
 
 from molgnn.config import ModelConfig
 from molgnn.featurize.atomistic import AtomisticDataset, make_batch
@@ -15,16 +12,6 @@ from molgnn.models.pretraining import PretrainingModel
 from molgnn.models.property_model import PropertyModel
 
 CFG = ModelConfig(n_atom_basis=16, n_interactions=2, n_rbf=10, cutoff=4.0)
-
-
-def _structures(smiles=("CCO", "c1ccncc1", "NCC(=O)O")) -> pd.DataFrame:
-    rows = []
-    for k, smi in enumerate(smiles):
-        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
-        assert AllChem.EmbedMolecule(mol, randomSeed=k) == 0
-        rows.append({"mol_id": smi, "atomic_numbers": [a.GetAtomicNum() for a in mol.GetAtoms()],
-                     "positions": mol.GetConformer().GetPositions().ravel().tolist()})
-    return pd.DataFrame(rows)
 
 
 def _orthogonal(reflect: bool, seed: int = 0) -> torch.Tensor:
@@ -36,8 +23,9 @@ def _orthogonal(reflect: bool, seed: int = 0) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def batches():
-    ds = AtomisticDataset.from_frames(_structures(), dtype=torch.float64)
+def batches(embed_structures):
+    ds = AtomisticDataset.from_frames(embed_structures(["CCO", "c1ccncc1", "NCC(=O)O"]),
+                                      dtype=torch.float64)
     out = {}
     for reflect in (False, True):
         Q = _orthogonal(reflect)

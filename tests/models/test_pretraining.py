@@ -5,8 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from rdkit import Chem
-from rdkit.Chem import AllChem
 
 from molgnn.config import ModelConfig, PretrainConfig
 from molgnn.featurize.atomistic import AtomisticDataset, make_batch
@@ -19,19 +17,9 @@ CFG = ModelConfig(n_atom_basis=16, n_interactions=2, n_rbf=10, cutoff=4.0)
 SMILES = ("CCO", "c1ccncc1", "NCC(=O)O", "CC#N", "OCC(F)F", "CCOC")
 
 
-def _structures(smiles=SMILES) -> pd.DataFrame:
-    rows = []
-    for k, smi in enumerate(smiles):
-        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
-        assert AllChem.EmbedMolecule(mol, randomSeed=k) == 0
-        rows.append({"mol_id": smi, "atomic_numbers": [a.GetAtomicNum() for a in mol.GetAtoms()],
-                     "positions": mol.GetConformer().GetPositions().ravel().tolist()})
-    return pd.DataFrame(rows)
-
-
 @pytest.fixture(scope="module")
-def data():
-    df = _structures()
+def data(embed_structures):
+    df = embed_structures(SMILES)
     ds = AtomisticDataset.from_frames(df)
     return df, ds, make_batch(ds, range(len(ds)), cutoff=CFG.cutoff)
 
@@ -205,8 +193,8 @@ def test_pretraining_with_eht_targets_records_them_and_continues_a_plain_checkpo
         PretrainConfig(eht_weight=-1.0)
 
 
-def test_eht_targets_use_the_structures_net_charge():
-    structures = _structures(["C[N+](C)(C)C", "CCO"])
+def test_eht_targets_use_the_structures_net_charge(embed_structures):
+    structures = embed_structures(["C[N+](C)(C)C", "CCO"])
     cfg = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=4.0)
     pcfg = PretrainConfig(epochs=1, batch_size=4, eht_weight=1.0)
     as_neutral = pretrain(structures, cfg, pcfg, seed=0).checkpoint["eht"]  # no charge column: all neutral

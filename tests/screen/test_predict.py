@@ -5,8 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from rdkit import Chem
-from rdkit.Chem import AllChem
 
 from molgnn.config import ModelConfig
 from molgnn.featurize.atomistic import AtomisticDataset
@@ -18,16 +16,6 @@ from molgnn.train.checkpoints import CheckpointError, checkpoint_from_model
 CFG = ModelConfig(n_atom_basis=16, n_interactions=2, n_rbf=10, cutoff=4.0)
 
 
-def _structures(smiles=("CCO", "c1ccncc1", "NCC(=O)O", "CC#N", "OCC(F)F")) -> pd.DataFrame:
-    rows = []
-    for k, smi in enumerate(smiles):
-        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
-        assert AllChem.EmbedMolecule(mol, randomSeed=k) == 0
-        rows.append({"mol_id": smi, "atomic_numbers": [a.GetAtomicNum() for a in mol.GetAtoms()],
-                     "positions": mol.GetConformer().GetPositions().ravel().tolist()})
-    return pd.DataFrame(rows)
-
-
 def _member(seed: int, targets=("gap", "homo")) -> dict:
     torch.manual_seed(seed)
     model = PropertyModel(CFG, list(targets))
@@ -36,8 +24,8 @@ def _member(seed: int, targets=("gap", "homo")) -> dict:
 
 
 @pytest.fixture(scope="module")
-def structures():
-    return _structures()
+def structures(embed_structures):
+    return embed_structures(["CCO", "c1ccncc1", "NCC(=O)O", "CC#N", "OCC(F)F"])
 
 
 def test_identical_members_have_zero_spread(structures):

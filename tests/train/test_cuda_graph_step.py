@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from molgnn.config import FinetuneConfig, ModelConfig
+from molgnn.config import ModelConfig
 from molgnn.featurize.atomistic import DeviceBatcher
 from molgnn.models.property_model import PropertyModel
 from molgnn.train.cuda_graph_step import GraphedStep
@@ -17,10 +17,6 @@ from molgnn.train.steps import masked_scaled_mse, optimizer_step, set_lr
 
 CFG = ModelConfig(n_atom_basis=8, n_interactions=2, n_rbf=6, cutoff=3.0)
 SPLIT = (np.arange(28), np.arange(28, 34), np.arange(34, 40))
-
-
-def _cfg(**kw) -> FinetuneConfig:
-    return FinetuneConfig(**{**dict(targets=["gap", "U0"], epochs=3, batch_size=5, lr=2e-3, patience=10), **kw})
 
 
 def _model_and_opt(lr_tensor: bool):
@@ -75,7 +71,8 @@ def test_graphed_step_times_its_warm_ups_only(synthetic_atomistic):
     assert step.warmup_seconds == before
 
 
-def test_warmup_outside_budget_keeps_the_first_compiled_step_off_the_clock(synthetic_atomistic, monkeypatch):
+def test_warmup_outside_budget_keeps_the_first_compiled_step_off_the_clock(finetune_cfg,
+                                                                           synthetic_atomistic, monkeypatch):
     """A slow first compiled step (standing in for torch.compile's compilation) is timed into the
     history's warmup_seconds either way; only warmup_outside_budget takes it off elapsed_seconds."""
     def slow_first_call(model, **_):
@@ -90,7 +87,7 @@ def test_warmup_outside_budget_keeps_the_first_compiled_step_off_the_clock(synth
 
     monkeypatch.setattr(torch, "compile", slow_first_call)
     ds = synthetic_atomistic(40, min_atoms=3)
-    runs = {flag: finetune(ds, None, SPLIT, CFG, _cfg(epochs=1), seed=0, compile_model=True,
+    runs = {flag: finetune(ds, None, SPLIT, CFG, finetune_cfg(epochs=1), seed=0, compile_model=True,
                            warmup_outside_budget=flag).history[0] for flag in (False, True)}
     for h in runs.values():
         assert h["warmup_seconds"] >= 1.0
@@ -107,10 +104,10 @@ def test_graphed_step_needs_capturable_optimizer_and_cuda():
         GraphedStep(model, model, opt, ["gap"], torch.ones(1), None)
 
 
-def test_padded_finetuning_trains_the_same_model(synthetic_atomistic):
+def test_padded_finetuning_trains_the_same_model(finetune_cfg, synthetic_atomistic):
     ds = synthetic_atomistic(40, min_atoms=3)
-    base = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0)
-    padded = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, pad_buckets=(16, 64), check_every=0)
+    base = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, device_batches=True, check_every=0)
+    padded = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, pad_buckets=(16, 64), check_every=0)
     for k, v in base.checkpoint["state_dict"].items():
         torch.testing.assert_close(padded.checkpoint["state_dict"][k], v, rtol=1e-4, atol=1e-6, msg=k)
     for a, b in zip(base.history, padded.history):
@@ -118,10 +115,10 @@ def test_padded_finetuning_trains_the_same_model(synthetic_atomistic):
         assert a["val_score"] == pytest.approx(b["val_score"], rel=1e-4)
 
 
-def test_cuda_graphs_refuse_cpu(synthetic_atomistic):
+def test_cuda_graphs_refuse_cpu(finetune_cfg, synthetic_atomistic):
     ds = synthetic_atomistic(40, min_atoms=3)
     with pytest.raises(ValueError, match="needs a CUDA device"):
-        finetune(ds, None, SPLIT, CFG, _cfg(epochs=1), seed=0, cuda_graphs=True)
+        finetune(ds, None, SPLIT, CFG, finetune_cfg(epochs=1), seed=0, cuda_graphs=True)
 
 
 def test_tensor_lr_is_set_in_place_and_saved_as_float():
@@ -143,7 +140,7 @@ def test_tensor_lr_is_set_in_place_and_saved_as_float():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_graphs_train_like_eager_with_a_slower_pretrained_encoder(synthetic_atomistic):
+def test_cuda_graphs_train_like_eager_with_a_slower_pretrained_encoder(finetune_cfg, synthetic_atomistic):
     """Two parameter groups (encoder at lr x 0.3): each group's tensor lr is what the graph replays."""
     from molgnn.config import PretrainConfig
     from molgnn.train.pretrain import pretrain
@@ -152,7 +149,7 @@ def test_cuda_graphs_train_like_eager_with_a_slower_pretrained_encoder(synthetic
     pre = pretrain(ds, CFG, PretrainConfig(epochs=1, batch_size=8, eht_weight=0.0), seed=0).checkpoint  # no RDKit on GPU hosts
     kw = dict(seed=0, device="cuda", pretrained=pre, pad_buckets=(16, 64), check_every=0,
               scheduler="cosine-time", time_budget_s=600.0, warmup_steps=3)
-    cfg = _cfg(targets=["gap"], encoder_lr_scale=0.3)  # gap alone: the form that ran on an H200
+    cfg = finetune_cfg(targets=["gap"], encoder_lr_scale=0.3)  # gap alone: the form that ran on an H200
     eager = finetune(ds, None, SPLIT, CFG, cfg, **kw)
     graphed = finetune(ds, None, SPLIT, CFG, cfg, cuda_graphs=True, **kw)
     for k, v in eager.checkpoint["state_dict"].items():

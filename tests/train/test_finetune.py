@@ -7,8 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from rdkit import Chem
-from rdkit.Chem import AllChem
 
 from molgnn.config import ConfigError, FinetuneConfig, ModelConfig, PretrainConfig
 from molgnn.featurize.atomistic import AtomisticDataset, make_batch
@@ -25,22 +23,15 @@ SPLIT = (np.arange(6), np.array([6, 7]), np.array([8, 9]))
 ATOM_ENERGY = {1: -0.5, 6: -38.0, 7: -54.6, 8: -75.1, 9: -99.7}
 
 
-def _tables() -> tuple[pd.DataFrame, pd.DataFrame]:
-    rows, labels = [], []
-    for k, smi in enumerate(SMILES):
-        mol = Chem.AddHs(Chem.MolFromSmiles(smi))
-        assert AllChem.EmbedMolecule(mol, randomSeed=k) == 0
-        z = [a.GetAtomicNum() for a in mol.GetAtoms()]
-        rows.append({"mol_id": smi, "atomic_numbers": z, "positions": mol.GetConformer().GetPositions().ravel().tolist()})
-        # an intensive and an extensive synthetic target
-        labels.append({"mol_id": smi, "gap": 5.0 + 0.3 * mol.GetNumHeavyAtoms() - 0.2 * (k % 3),
-                       "U0": sum(ATOM_ENERGY[a] for a in z) + 0.01 * k})
-    return pd.DataFrame(rows), pd.DataFrame(labels)
-
-
 @pytest.fixture(scope="module")
-def tables():
-    return _tables()
+def tables(embed_structures) -> tuple[pd.DataFrame, pd.DataFrame]:
+    structures = embed_structures(SMILES)
+    labels = []
+    for k, (smi, z) in enumerate(zip(structures["mol_id"], structures["atomic_numbers"])):
+        # an intensive and an extensive synthetic target
+        labels.append({"mol_id": smi, "gap": 5.0 + 0.3 * sum(a > 1 for a in z) - 0.2 * (k % 3),
+                       "U0": sum(ATOM_ENERGY[a] for a in z) + 0.01 * k})
+    return structures, pd.DataFrame(labels)
 
 
 def _cfg(**kw) -> FinetuneConfig:

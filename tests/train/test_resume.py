@@ -8,48 +8,25 @@ import pytest
 import torch
 
 import molgnn.train.finetune as ft
-from molgnn.config import FinetuneConfig, ModelConfig
-from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, make_batch
+from molgnn.config import ModelConfig
+from molgnn.featurize.atomistic import DeviceBatcher, make_batch
 from molgnn.featurize.neighbors import neighbor_pairs, pair_table
 from molgnn.train.finetune import finetune
 from molgnn.train.steps import cosine_time_lr
 from molgnn.train.resume import ResumeError, ResumeMismatchError, fingerprint, load_state, save_state
 
 CFG = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=3.0)
-TIMING = {"seconds", "molecules_per_second", "elapsed_seconds"}
-
-
-def synthetic(n_mol: int = 40, seed: int = 0) -> AtomisticDataset:
-    """Small random molecules (3..9 atoms of H, C, N, O) with an intensive and an extensive target."""
-    rng = np.random.default_rng(seed)
-    n = rng.integers(3, 10, n_mol)
-    ptr = np.concatenate([[0], np.cumsum(n)])
-    z = rng.choice([1, 6, 7, 8], ptr[-1]).astype(np.uint8)
-    pos = rng.uniform(0, 2.5, (ptr[-1], 3)) + np.repeat(np.arange(n_mol), n)[:, None] * 0.0
-    gap = np.array([z[a:b].mean() / 4 + pos[a:b, 0].std() for a, b in zip(ptr[:-1], ptr[1:])])
-    u0 = np.array([-(z[a:b].astype(float) ** 1.5).sum() for a, b in zip(ptr[:-1], ptr[1:])])
-    y = torch.tensor(np.stack([gap, u0], 1))
-    return AtomisticDataset(np.array([f"m{i}" for i in range(n_mol)]), torch.from_numpy(z),
-                            torch.from_numpy(pos).float(), torch.from_numpy(ptr), y, ["gap", "U0"])
 
 
 SPLIT = (np.arange(28), np.arange(28, 34), np.arange(34, 40))
-
-
-def _cfg(**kw) -> FinetuneConfig:
-    return FinetuneConfig(**{**dict(targets=["gap", "U0"], epochs=3, batch_size=5, lr=2e-3, patience=10), **kw})
-
-
-def _untimed(history):
-    return [{k: v for k, v in h.items() if k not in TIMING} for h in history]
 
 
 def _same_weights(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_pair_table_matches_neighbor_pairs():
-    ds = synthetic()
+def test_pair_table_matches_neighbor_pairs(synthetic_atomistic):
+    ds = synthetic_atomistic(40, min_atoms=3)
     pair_ptr, local = pair_table(ds.positions, ds.ptr, 3.0, chunk_atoms=50)  # several chunks
     i, j = neighbor_pairs(ds.positions, ds.n_atoms, 3.0)
     mol = torch.repeat_interleave(torch.arange(len(ds)), ds.n_atoms)
@@ -58,8 +35,8 @@ def test_pair_table_matches_neighbor_pairs():
     assert torch.equal(pair_ptr[1:] - pair_ptr[:-1], torch.bincount(mol[i], minlength=len(ds)))
 
 
-def test_device_batcher_gives_make_batch_batches():
-    ds = synthetic()
+def test_device_batcher_gives_make_batch_batches(synthetic_atomistic):
+    ds = synthetic_atomistic(40, min_atoms=3)
     batcher = DeviceBatcher(ds, 3.0)
     order = np.random.default_rng(1).permutation(len(ds))
     got = list(batcher.batches(order, 7))
@@ -75,12 +52,12 @@ def test_device_batcher_gives_make_batch_batches():
         next(batcher.batches([len(ds)], 2))
 
 
-def test_fast_options_train_the_same_model():
-    ds = synthetic()
-    plain = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0)
-    fast = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0)
+def test_fast_options_train_the_same_model(synthetic_atomistic, finetune_cfg, untimed):
+    ds = synthetic_atomistic(40, min_atoms=3)
+    plain = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0)
+    fast = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, device_batches=True, check_every=0)
     assert _same_weights(plain.checkpoint["state_dict"], fast.checkpoint["state_dict"])
-    assert _untimed(plain.history) == _untimed(fast.history)
+    assert untimed(plain.history) == untimed(fast.history)
     assert all("elapsed_seconds" in h for h in fast.history)
 
 
@@ -104,12 +81,13 @@ class _StopAfter:
 
 
 @pytest.mark.parametrize("stop_after", [3, 6, 11])  # mid-epoch and on epoch boundaries (6 steps/epoch)
-def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, stop_after):
-    ds = synthetic()
-    ref = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0)
+def test_resumed_run_equals_uninterrupted_run(synthetic_atomistic, finetune_cfg, untimed,
+                                              tmp_path, monkeypatch, stop_after):
+    ds = synthetic_atomistic(40, min_atoms=3)
+    ref = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, device_batches=True, check_every=0)
     state = tmp_path / "state.pt"
     monkeypatch.setattr(ft, "Deadline", _StopAfter(stop_after))
-    part = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0,
+    part = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, device_batches=True, check_every=0,
                     state_path=state, max_seconds=1.0)
     assert not part.completed and state.exists()
     saved = load_state(state, kind="finetune-state")
@@ -117,28 +95,28 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, monkeypatch, stop_after)
     calls = 0
     while True:  # resume until done, each call again stopped after a few steps
         monkeypatch.setattr(ft, "Deadline", _StopAfter(4))
-        res = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0,
+        res = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, device_batches=True, check_every=0,
                        state_path=state, max_seconds=1.0)
         calls += 1
         if res.completed:
             break
         assert calls < 10
     assert _same_weights(ref.checkpoint["state_dict"], res.checkpoint["state_dict"])
-    assert _untimed(ref.history) == _untimed(res.history)
+    assert untimed(ref.history) == untimed(res.history)
     assert res.test_metrics == ref.test_metrics
     # a completed state: calling again trains nothing and returns the same result
-    again = finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, device_batches=True, check_every=0, state_path=state)
+    again = finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, device_batches=True, check_every=0, state_path=state)
     assert again.completed and _same_weights(again.checkpoint["state_dict"], res.checkpoint["state_dict"])
 
 
-def test_resume_refuses_another_run(tmp_path):
-    ds = synthetic()
+def test_resume_refuses_another_run(synthetic_atomistic, finetune_cfg, tmp_path):
+    ds = synthetic_atomistic(40, min_atoms=3)
     state = tmp_path / "state.pt"
-    finetune(ds, None, SPLIT, CFG, _cfg(epochs=1), seed=0, state_path=state)
+    finetune(ds, None, SPLIT, CFG, finetune_cfg(epochs=1), seed=0, state_path=state)
     with pytest.raises(ResumeMismatchError, match="another run"):
-        finetune(ds, None, SPLIT, CFG, _cfg(epochs=1, lr=1e-3), seed=0, state_path=state)
+        finetune(ds, None, SPLIT, CFG, finetune_cfg(epochs=1, lr=1e-3), seed=0, state_path=state)
     with pytest.raises(ResumeMismatchError):
-        finetune(ds, None, SPLIT, CFG, _cfg(epochs=1), seed=1, state_path=state)
+        finetune(ds, None, SPLIT, CFG, finetune_cfg(epochs=1), seed=1, state_path=state)
     with pytest.raises(ResumeError, match="holds a"):
         load_state(state, kind="pretrain-state")
     (tmp_path / "junk.pt").write_bytes(b"junk")
@@ -156,9 +134,9 @@ def test_state_file_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["s.pt"]
 
 
-def test_time_budget_and_cosine_time_schedule():
-    ds = synthetic()
-    res = finetune(ds, None, SPLIT, CFG, _cfg(epochs=1000, patience=1000), seed=0, scheduler="cosine-time",
+def test_time_budget_and_cosine_time_schedule(synthetic_atomistic, finetune_cfg):
+    ds = synthetic_atomistic(40, min_atoms=3)
+    res = finetune(ds, None, SPLIT, CFG, finetune_cfg(epochs=1000, patience=1000), seed=0, scheduler="cosine-time",
                    time_budget_s=1.5, warmup_steps=3, device_batches=True, check_every=0)
     assert res.completed and 1 <= len(res.history) < 1000
     assert res.train_seconds >= 1.5
@@ -166,15 +144,15 @@ def test_time_budget_and_cosine_time_schedule():
     assert cosine_time_lr(1.0, 0.0, 10.0, 0, 4, 0.0) == pytest.approx(0.25)
     assert cosine_time_lr(1.0, 5.0, 10.0, 100, 4, 0.1) == pytest.approx(0.55)
     with pytest.raises(ValueError, match="needs time_budget_s"):
-        finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, scheduler="cosine-time")
+        finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, scheduler="cosine-time")
 
 
-def test_amp_and_eval_options_run_on_cpu():
-    ds = synthetic()
-    res = finetune(ds, None, SPLIT, CFG, _cfg(epochs=4), seed=0, amp="bf16", device_batches=True, check_every=0,
+def test_amp_and_eval_options_run_on_cpu(synthetic_atomistic, finetune_cfg):
+    ds = synthetic_atomistic(40, min_atoms=3)
+    res = finetune(ds, None, SPLIT, CFG, finetune_cfg(epochs=4), seed=0, amp="bf16", device_batches=True, check_every=0,
                    eval_every=2, eval_test=True)
     assert [("val_score" in h) for h in res.history] == [False, True, False, True]
     assert all(math.isfinite(h["test_mae_gap"]) for h in res.history if "val_score" in h)
     assert math.isfinite(res.test_metrics["gap"]["mae"])
     with pytest.raises(ValueError, match="amp must be"):
-        finetune(ds, None, SPLIT, CFG, _cfg(), seed=0, amp="fp8")
+        finetune(ds, None, SPLIT, CFG, finetune_cfg(), seed=0, amp="fp8")
