@@ -6,6 +6,8 @@ parent run (see shared/STACK.md).
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import math
 import os
@@ -34,6 +36,23 @@ TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_DIR = "molgnn.run_dir"
 
 
+@contextlib.contextmanager
+def _store_lock(uri: str):
+    """An exclusive lock beside a sqlite store's file (other stores: none needed)."""
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        yield
+        return
+    lock = Path(uri[len(prefix):] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 class ArtifactLocationError(ValueError):
     """The experiment in the store keeps its artifacts somewhere other than the params say."""
 
@@ -60,16 +79,16 @@ class Tracker:
     def connect(cls, cfg: TrackingConfig, root: Path, tags: dict[str, str] | None = None) -> "Tracker":
         uri = resolve_uri(cfg.mlflow_uri, root)
         mlflow.set_tracking_uri(uri)
-        client = MlflowClient(tracking_uri=uri)
         artifacts = (root / cfg.artifact_root).resolve()
-        exp = client.get_experiment_by_name(cfg.experiment)
-        if exp is None:
-            artifacts.mkdir(parents=True, exist_ok=True)
-            try:
-                client.create_experiment(cfg.experiment, artifact_location=artifacts.as_uri())
-            except mlflow.exceptions.MlflowException:
-                pass   # a concurrent run created it first: use theirs (checked below)
+        # Two runs starting together would both create (migrate) a new sqlite store and its
+        # experiment, and collide; the first to take the lock does it, the other finds it made.
+        with _store_lock(uri):
+            client = MlflowClient(tracking_uri=uri)   # opening a new store creates its tables
             exp = client.get_experiment_by_name(cfg.experiment)
+            if exp is None:
+                artifacts.mkdir(parents=True, exist_ok=True)
+                client.create_experiment(cfg.experiment, artifact_location=artifacts.as_uri())
+                exp = client.get_experiment_by_name(cfg.experiment)
         # MLflow keeps artifacts per experiment: a second folder sharing the store under the same
         # experiment name would silently write into the first folder's artifact root.
         if exp.artifact_location.rstrip("/") != artifacts.as_uri().rstrip("/"):

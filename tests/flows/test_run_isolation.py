@@ -23,9 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def small_params(tiny_params: dict, **changes) -> dict:
     p = json.loads(json.dumps(tiny_params))
-    p["generate"].update({"n_samples": 8, "guidance": {"enabled": False}})
-    p["generate"]["vae"]["epochs"] = 5
-    p["generate"]["diffusion"]["epochs"] = 5
+    p["generate"]["guidance"] = {"enabled": False}
     for dotted, value in changes.items():
         *head, last = dotted.split("__")
         node = p
@@ -90,18 +88,19 @@ def test_two_runs_at_once_in_one_folder_keep_their_own_outputs(tmp_path, tiny_pa
         assert ft.data.metrics["test_mae_gap"] == pytest.approx(manifest["metrics"]["test_mae_gap"])
         # its screen names its own property model
         preds = pd.read_csv(run / "screen/candidates.csv")
-        assert set(preds["property_model_run"]) <= {manifest["info"]["produced_by_run"]}
+        if len(preds):   # tiny generators may yield no valid candidate
+            assert set(preds["property_model_run"]) == {manifest["info"]["produced_by_run"]}
     assert members[0] != members[1]
 
 
 def test_kill_minus_9_during_finetuning_leaves_no_dangling_run(tmp_path, tiny_params):
-    init_root(tmp_path, small_params(tiny_params, finetune__epochs=40))
+    init_root(tmp_path, small_params(tiny_params, finetune__epochs=100, finetune__patience=100))
     proc = start_run(tmp_path, "params.yaml")
     deadline = time.time() + 300
     while not list((tmp_path / "runs/store/finetune").glob(".staging-*")):
         assert proc.poll() is None and time.time() < deadline, "fine-tuning never started"
         time.sleep(0.1)
-    time.sleep(1.0)                                   # inside the training loop
+    time.sleep(0.5)                                   # inside the training loop
     os.killpg(proc.pid, signal.SIGKILL)               # the run, its Prefect server: all gone at once
     proc.wait()
     killed = next(p for p in (tmp_path / "runs").iterdir() if p.name[0].isdigit())
