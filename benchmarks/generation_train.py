@@ -28,7 +28,6 @@ import json
 import math
 import multiprocessing as mp
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -37,23 +36,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from molgnn.featurize.dense_graph import (  # noqa: E402
-    GraphEncodingError,
-    GraphVocab,
-    _atom_token,
-    _prepare,
-    decode,
-    encode,
-)
-from molgnn.generate.checkpoints import save_generator  # noqa: E402
-from molgnn.generate.training import (  # noqa: E402
-    _autocast_hooks,
-    build_generator,
-    train_generator_on_graphs,
-)
+from common import REPO, command_line, git_commit, machine
+from molgnn.featurize.dense_graph import GraphEncodingError, GraphVocab, atom_token, decode, encode, prepare_molecule
+from molgnn.generate.checkpoints import save_generator
+from molgnn.generate.training import bf16_autocast_hooks, build_generator, train_generator_on_graphs
 
 # Settings per (dataset, kind), chosen for ~4-5 minutes of one H100/H200 (see benchmarks/README.md).
 # Diffusion: DiGress's layer with 6 layers of width 256 (DiGress: 9-12 layers, days of training),
@@ -98,12 +84,12 @@ def _tokens_of_chunk(args: tuple[list[str], int]) -> tuple[Counter, int]:
     largest = 0
     for smi in chunk:
         try:
-            mol = _prepare(smi)
+            mol = prepare_molecule(smi)
         except GraphEncodingError:
             continue
         if mol.GetNumAtoms() <= max_nodes:
             largest = max(largest, mol.GetNumAtoms())
-            counts.update(_atom_token(a) for a in mol.GetAtoms())
+            counts.update(atom_token(a) for a in mol.GetAtoms())
     return counts, largest
 
 
@@ -116,14 +102,14 @@ def encode_fast(smi: str, classes: dict, max_nodes: int, xs: np.ndarray, es: np.
     bonds. ``encode_dataset`` checks it against ``encode`` on a sample of every dataset it encodes."""
     from rdkit import Chem
     try:
-        mol = _prepare(smi)
+        mol = prepare_molecule(smi)
     except GraphEncodingError:
         return False
     n = mol.GetNumAtoms()
     if n > max_nodes:
         return False
     for atom in mol.GetAtoms():
-        cls = classes.get(_atom_token(atom))
+        cls = classes.get(atom_token(atom))
         if cls is None or atom.GetNumRadicalElectrons():
             return False
         xs[atom.GetIdx()] = cls
@@ -266,7 +252,7 @@ def step_rate(kind: str, model_kwargs: dict, vocab: GraphVocab, x: torch.Tensor,
         model.set_data_statistics(x[:20000], e[:20000])
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     net = getattr(model, "denoiser", None) if bf16 else None
-    hooks = _autocast_hooks(net, device) if net is not None else []
+    hooks = bf16_autocast_hooks(net, device) if net is not None else []
     xb, eb = x[:batch].to(device).long(), e[:batch].to(device).long()
     t0 = 0.0
     for i in range(steps + 3):
@@ -288,13 +274,6 @@ def step_rate(kind: str, model_kwargs: dict, vocab: GraphVocab, x: torch.Tensor,
     return rate
 
 
-def machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        p = torch.cuda.get_device_properties(device)
-        return f"{p.name} ({p.total_memory / 2**30:.0f} GiB), {os.cpu_count()} CPU cores, torch {torch.__version__}"
-    return f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}"
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", choices=sorted(MAX_NODES), required=True)
@@ -303,8 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--state", type=Path, required=True, help="training-state file (resumed when present)")
     ap.add_argument("--n-samples", type=int, default=10000)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--data-dir", type=Path, default=ROOT / ".bench" / "gen")
-    ap.add_argument("--cache-dir", type=Path, default=ROOT / ".bench" / "gen_gpu" / "cache")
+    ap.add_argument("--data-dir", type=Path, default=REPO / ".bench" / "gen")
+    ap.add_argument("--cache-dir", type=Path, default=REPO / ".bench" / "gen_gpu" / "cache")
     ap.add_argument("--limit", type=int, default=-1,
                     help="train on a seeded random N-molecule subset (default: MOSES 600,000, QM9 all; 0 = all)")
     ap.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1))
@@ -321,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--checkpoint-every", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="tiny models (CPU smoke test of the whole script)")
-    ap.add_argument("--commit", default="unknown")
-    ap.add_argument("--command", default="")
+    ap.add_argument("--commit", default=None, help="code version to record (default: MOLGNN_COMMIT, else git HEAD)")
+    ap.add_argument("--command", default="", help="command text to record (default: this command line)")
     args = ap.parse_args(argv)
     started = time.time()
     device = torch.device(args.device)
@@ -339,8 +318,8 @@ def main(argv: list[str] | None = None) -> int:
         preset.update(batch_size=64, warmup_steps=10, sample_batch=256)
     args.out.mkdir(parents=True, exist_ok=True)
     info: dict = {"dataset": args.dataset, "kind": args.kind, "preset": preset, "time_budget": args.time_budget,
-                  "device": str(device), "machine": machine(device), "commit": args.commit,
-                  "command": args.command or " ".join(sys.argv), "seed": args.seed, "date": time.strftime("%Y-%m-%d")}
+                  "device": str(device), "machine": machine(device), "commit": args.commit or git_commit(),
+                  "command": args.command or command_line(argv), "seed": args.seed, "date": time.strftime("%Y-%m-%d")}
     log(f"{args.dataset}/{args.kind} on {info['machine']}")
 
     # ---- data

@@ -30,19 +30,16 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime as _dt
 import gzip
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO, RESULTS, command_line, provenance, record, write_records
+from molgnn.chem.sample_rates import novelty
 
 BENCH = "qm9-guided-generation"
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -104,7 +101,7 @@ def score_arm(result, values: np.ndarray, train_set: set, low: float, high: floa
     hits = [s for s, v in zip(result.smiles, values) if s is not None and low <= v <= high]
     return {"n_samples": n, "validity": result.validity, "validity_corrected": result.validity_corrected,
             "uniqueness": result.uniqueness,
-            "novelty": (sum(s not in train_set for s in set(valid)) / len(set(valid))) if valid else 0.0,
+            "novelty": novelty(set(valid), train_set),
             "hit_rate_valid": len(hits) / max(len(valid), 1), "hit_rate_per_draw": len(hits) / max(n, 1),
             "unique_hits_per_draw": len(set(hits)) / max(n, 1), "seconds": result.seconds,
             "property": describe(values, low, high, bins)}
@@ -178,9 +175,7 @@ def records(detail: dict, ctx: dict) -> list[dict]:
     out = []
 
     def rec(system, metric, value, unit, hib):
-        out.append({"benchmark": detail.get("benchmark", BENCH), "system": system, "metric": metric, "value": value,
-                    "unit": unit, "higher_is_better": hib, "machine": ctx["machine"], "date": ctx["date"],
-                    "commit": ctx["commit"], "command": ctx["command"], "setup": setup})
+        out.append(record(detail.get("benchmark", BENCH), system, metric, value, unit, hib, ctx, setup=setup))
 
     t = detail["training_property"]
     rec("QM9 training set", f"{prop} mean", t["mean"], prop, True)
@@ -242,7 +237,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--workers", type=int, default=1, help="processes computing RDKit properties")
     ap.add_argument("--work", default=str(REPO / ".bench" / "guided"), help="where trained models are saved")
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--name", default="guided_generation", help="stem of the output files")
     ap.add_argument("--benchmark", default=BENCH, help="benchmark name in the records")
     ap.add_argument("--commit", default=None)
@@ -270,20 +265,8 @@ def main(argv=None) -> int:
 
     target = PropertyTarget(args.low, args.high)   # fails early on an inverted range
     device = torch.device(args.device)
-    if device.type == "cuda":
-        machine = f"1x {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    else:
-        machine = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads), torch {torch.__version__}"
-    commit = args.commit
-    if commit is None:
-        try:
-            import subprocess
-            commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                    check=True).stdout.strip()
-        except Exception:
-            commit = "unknown"
-    ctx = {"machine": machine, "date": _dt.date.today().isoformat(), "commit": commit,
-           "command": args.command or "python " + " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])])}
+    ctx = provenance(device=device, commit=args.commit, command=args.command or command_line(argv),
+                     torch_threads=device.type == "cpu")
     work, out = Path(args.work), Path(args.out)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -378,7 +361,7 @@ def main(argv=None) -> int:
     detail["total_seconds"] = time.time() - t_start
 
     (out / "detail").mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps(records(detail, ctx), indent=2) + "\n")
+    write_records(out / f"{args.name}.json", records(detail, ctx))
     (out / "detail" / f"{args.name}_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
     if figure(detail, out / "detail" / f"{args.name}_hist.png"):
         print(f"figure: {out / 'detail' / f'{args.name}_hist.png'}")

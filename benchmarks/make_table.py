@@ -8,7 +8,8 @@ appearance, then where each column's figures come from and the notes. One column
 or commits (each gets its own column).
 
 Stale records are marked: a record whose ``command`` names a benchmark script (``benchmarks/*.py``, or
-a ``.sh`` there) measures that script and every ``molgnn`` module it imports, transitively. If that
+a ``.sh`` there) measures that script, the benchmark modules beside it that it imports (``common``)
+and every ``molgnn`` module they import, transitively. If that
 code changed in a commit the record's ``commit`` does not contain (``git merge-base --is-ancestor``),
 its value carries a † and the column says which commit changed which files since: rerun it.
 
@@ -57,8 +58,9 @@ def load(results: Path) -> dict[str, list[dict]]:
 
 @lru_cache(maxsize=None)
 def measured_code(script: Path, repo: Path) -> tuple[str, ...]:
-    """Repository paths of ``script`` and of every module of the ``molgnn`` package it imports,
-    followed transitively (imports inside functions too); a shell script is taken alone."""
+    """Repository paths of ``script``, of the modules beside it that it imports (``benchmarks/common.py``)
+    and of every module of the ``molgnn`` package these import, followed transitively (imports inside
+    functions too); a shell script is taken alone."""
     seen: set[Path] = set()
     todo = [script]
     while todo:
@@ -76,6 +78,9 @@ def measured_code(script: Path, repo: Path) -> tuple[str, ...]:
                 # "from molgnn.x import y": y may be a submodule or a name of molgnn.x
                 names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
             for name in names:
+                sibling = path.parent / f"{name.split('.')[0]}.py"
+                if not path.is_relative_to(repo / "molgnn") and sibling.is_file():
+                    todo.append(sibling)   # a benchmark helper module run from the script's folder
                 if name.split(".")[0] != "molgnn":
                     continue
                 base = repo.joinpath(*name.split("."))

@@ -31,13 +31,10 @@ structure); their counts are recorded. Records go to ``benchmarks/results/molecu
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import platform
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -45,8 +42,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import REPO, RESULTS, command_line, provenance, record, write_records
 
 # named source -> (target column after ingest, unit for the table, display name, default fine-tuning epochs)
 # Epochs were chosen, before the run, to give PaiNN about chemprop's default training time on the
@@ -59,13 +55,6 @@ DATASETS = {
     "lipophilicity": ("logd", "logD", "Lipophilicity", 5),
 }
 CHEMPROP = "chemprop 2.3.1"
-
-
-def machine() -> str:
-    import torch
-
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()}-core CPU ({platform.machine()}), {mem:.0f} GB, shared; torch {torch.__version__}"
 
 
 def pipeline_params(dataset: str, target: str, epochs: int, args: argparse.Namespace) -> dict:
@@ -181,11 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=5e-4)
     ap.add_argument("--ensemble", type=int, default=1, help="PaiNN ensemble members (chemprop trains 1 model)")
     ap.add_argument("--chemprop-epochs", type=int, default=None, help="default: chemprop's own (50)")
-    ap.add_argument("--chemprop-venv", type=Path, default=ROOT / ".bench" / "chemprop-venv")
+    ap.add_argument("--chemprop-venv", type=Path, default=REPO / ".bench" / "chemprop-venv")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for both systems")
     ap.add_argument("--workers", type=int, default=2, help="conformer worker processes")
-    ap.add_argument("--work-dir", type=Path, default=ROOT / ".bench" / "moleculenet")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "moleculenet_vs_chemprop.json")
+    ap.add_argument("--work-dir", type=Path, default=REPO / ".bench" / "moleculenet")
+    ap.add_argument("--out", type=Path, default=RESULTS / "moleculenet_vs_chemprop.json")
     ap.add_argument("--merge", action="store_true",
                     help="keep the records of datasets not run now that --out already holds")
     args = ap.parse_args(argv)
@@ -200,10 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                          f"pip install chemprop==2.3.1 into it")
     from molgnn.data import schema
     from molgnn.data.split_export import split_table
-    from molgnn.tracking.provenance import git_commit
 
-    common = {"machine": machine(), "date": dt.date.today().isoformat(), "commit": git_commit(ROOT),
-              "command": "benchmarks/moleculenet_vs_chemprop.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    context = provenance(command=command_line(argv))
     records: list[dict] = []
     if args.merge and args.out.exists():
         names = {DATASETS[d][2] for d in args.datasets}
@@ -256,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
                    f"{'pretrain (' + str(args.pretrain_epochs) + ' epochs, own conformers) -> ' if pre else ''}"
                    f"finetune (batch 32, AdamW {args.lr:g}, plateau schedule, <= {epochs} epochs, patience "
                    f"{args.patience}; epochs run per member {epochs_run}, best {best_epochs}); params in "
-                   f"{root.relative_to(ROOT) if root.is_relative_to(ROOT) else root}/params.yaml; "
+                   f"{root.relative_to(REPO) if root.is_relative_to(REPO) else root}/params.yaml; "
                    f"test figures of the ensemble mean")
         setup_c = (f"`chemprop train --splits-column split --task-type regression --pytorch-seed 0"
                    f"{' ' + ' '.join(chemprop_extra) if chemprop_extra else ''}` (defaults: D-MPNN 300 hidden, "
@@ -265,8 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         same = "train/val/test identical for both systems: the molecules of molgnn's finetune split"
 
         def rec(system, metric, value, unit_, hib, **extra):
-            records.append({"benchmark": benchmark, "system": system, "metric": metric, "value": value,
-                            "unit": unit_, "higher_is_better": hib, **common, "dataset": name, **extra})
+            records.append(record(benchmark, system, metric, value, unit_, hib, context, dataset=name, **extra))
 
         for system, pred, setup in ((molgnn_sys, molgnn_pred, setup_m), (CHEMPROP, cp_pred, setup_c)):
             m = score(y_true, pred)
@@ -303,8 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                            "cached_stages": [k for k, r in res.items() if r.cached],
                            "molgnn_history": histories}
         print(f"{name}: {json.dumps(detail[dataset])}", flush=True)
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(records, indent=2) + "\n")   # after each dataset: a crash keeps the rest
+        write_records(args.out, records)   # after each dataset: a crash keeps the rest
         detail_path = args.out.parent / "detail" / f"{args.out.stem}_detail.json"
         detail_path.parent.mkdir(parents=True, exist_ok=True)
         old = json.loads(detail_path.read_text()) if args.merge and detail_path.exists() else {}

@@ -14,13 +14,10 @@ Without --cache-dir every run recomputes the reference statistics of both 176k-m
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
-import platform
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -29,16 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from molgnn.generate.metrics import (  # noqa: E402
-    METRIC_GROUPS,
-    METRICS_VERSION,
-    moses_metrics,
-    reference_cache_path,
-)
-from molgnn.generate.metrics_fcd import FCD_PACKAGE, FCD_PACKAGE_VERSION  # noqa: E402
+from common import REPO, RESULTS, command_line, load_average, provenance, record, worktree_dirty, write_records
+from molgnn.generate.metrics import METRIC_GROUPS, METRICS_VERSION, moses_metrics, reference_cache_path
+from molgnn.generate.metrics_fcd import FCD_PACKAGE, FCD_PACKAGE_VERSION
 
 BENCHMARK = "moses-reference-train-row"
 PUBLISHED_SOURCE = "https://github.com/molecularsets/moses (README, metrics table, row 'Train')"
@@ -65,28 +55,6 @@ NOTES = {
     "Novelty": "The README prints 1.0 for the Train row; a sample of the training set has novelty 0 by "
                "definition, so the published cell is not a measurement. Ours must be 0.",
 }
-
-
-def machine() -> str:
-    model = "CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
-        mem = f", {round(mem_kb / 1024 ** 2)} GB"
-    except (OSError, StopIteration, ValueError):
-        mem = ""
-    return f"{os.cpu_count()}-core {model}{mem}, {platform.system()}"
-
-
-def git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return ""
 
 
 def read_smiles(path: Path) -> list[str]:
@@ -134,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--moses-stats", type=Path, default=None,
                         help="folder with MOSES's shipped test_stats.npz / test_scaffolds_stats.npz: adds "
                              "FCD of the sample against MOSES's own precomputed test statistics")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "moses_reference.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "moses_reference.json")
     parser.add_argument("--merge", action="store_true",
                         help="keep the records of other sample sizes already in --out (replace only this one's)")
     args = parser.parse_args(argv)
@@ -161,62 +129,53 @@ def main(argv: list[str] | None = None) -> int:
     cached = {name: args.cache_dir is not None and reference_cache_path(ref, args.cache_dir).exists()
               for name, ref in (("Test", test), ("TestSF", test_sf))}
     timings: dict[str, float] = {}
-    ours = moses_metrics(sample, test=test, test_scaffolds=test_sf, train=train, n_jobs=args.n_jobs,
+    scores = moses_metrics(sample, test=test, test_scaffolds=test_sf, train=train, n_jobs=args.n_jobs,
                          device=args.device, metrics=groups, cache_dir=args.cache_dir, timings=timings)
     wall = time.perf_counter() - started
-    load_after = "/".join(f"{x:.1f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
-    log.info("metrics: %s", json.dumps(ours, indent=1))
+    load_after = load_average()
+    log.info("metrics: %s", json.dumps(scores, indent=1))
 
     shipped = {}
     if args.moses_stats is not None and "FCD" in groups:
-        from molgnn.generate.metrics_chem import canonical_smiles
+        from molgnn.chem.canonical import canonical_smiles
         shipped = moses_shipped_checks(args.moses_stats, [canonical_smiles(s) for s in sample], args.device)
 
-    cmd_args = argv if argv is not None else sys.argv[1:]
-    common = {
-        "benchmark": BENCHMARK,
-        "machine": machine() if args.device == "cpu" else f"{machine()}, metrics device {args.device}",
-        "date": dt.date.today().isoformat(),
-        "commit": git("rev-parse", "HEAD"),
-        "command": " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/moses_reference.py", *cmd_args]),
-    }
-    ours_common = {
-        **common, "system": "molgnn", "sample": label,
-        "worktree_dirty": bool(git("status", "--porcelain", "--", "molgnn/generate", "benchmarks/moses_reference.py")),
-        "setup": (f"{label} MOSES train SMILES vs the full test ({len(test):,}) and scaffold test "
-                  f"({len(test_sf):,}) sets, novelty vs train ({len(train):,}); metrics v{METRICS_VERSION}, "
-                  f"{FCD_PACKAGE}=={FCD_PACKAGE_VERSION} ChemNet weights"),
-    }
+    context = provenance(command=command_line(argv))
+    if args.device != "cpu":
+        context["machine"] += f", metrics device {args.device}"
+    ours = {"sample": label,
+            "worktree_dirty": worktree_dirty("molgnn/generate", "benchmarks/moses_reference.py"),
+            "setup": (f"{label} MOSES train SMILES vs the full test ({len(test):,}) and scaffold test "
+                      f"({len(test_sf):,}) sets, novelty vs train ({len(train):,}); metrics v{METRICS_VERSION}, "
+                      f"{FCD_PACKAGE}=={FCD_PACKAGE_VERSION} ChemNet weights")}
     records = []
     for metric, (published, unit, higher) in PUBLISHED.items():
-        base = {"metric": metric, "unit": unit, "higher_is_better": higher}
         note = {"note": NOTES[metric]} if metric in NOTES else {}
-        if metric in ours:
-            records.append({**ours_common, **base, "value": float(ours[metric]), **note})
-        records.append({"benchmark": BENCHMARK, "system": "MOSES (published)", **base, "value": published,
-                        "source": PUBLISHED_SOURCE, "date": "2020", **note})
+        if metric in scores:
+            records.append(record(BENCHMARK, "molgnn", metric, float(scores[metric]), unit, higher, context,
+                                  **ours, **note))
+        records.append(record(BENCHMARK, "MOSES (published)", metric, published, unit, higher,
+                              source=PUBLISHED_SOURCE, date="2020", **note))
     for metric, value in shipped.items():
-        records.append({**ours_common, "system": "molgnn activations vs MOSES-shipped test stats", "metric": metric,
-                        "value": float(value), "unit": "FCD", "higher_is_better": False,
-                        "note": "ChemNet activations of our sample against the FCD mu/sigma that MOSES precomputed "
-                                "and shipped in the molsets 0.3.1 wheel: checks our reference statistics"})
+        records.append(record(BENCHMARK, "molgnn activations vs MOSES-shipped test stats", metric, float(value),
+                              "FCD", False, context, **ours,
+                              note="ChemNet activations of our sample against the FCD mu/sigma that MOSES "
+                                   "precomputed and shipped in the molsets 0.3.1 wheel: checks our reference statistics"))
     cache = "reference statistics " + ", ".join(
         f"{name} {'loaded from cache' if hit else 'computed (cold)'}" for name, hit in cached.items())
-    records.append({**ours_common, "metric": "wall time", "value": round(wall, 1), "unit": "s",
-                    "higher_is_better": False,
-                    "note": f"{cache}; metric groups {','.join(groups)}; n_jobs={args.n_jobs}, device={args.device}, "
-                            f"torch threads {args.torch_threads or 'default'}; load average at start "
-                            f"{load_before:.1f} (1 min), at end {load_after} (1/5/15 min; the CPU is shared)",
-                    "stages_s": {k: round(v, 1) for k, v in timings.items()}})
+    records.append(record(BENCHMARK, "molgnn", "wall time", round(wall, 1), "s", False, context, **ours,
+                          note=f"{cache}; metric groups {','.join(groups)}; n_jobs={args.n_jobs}, device={args.device}, "
+                               f"torch threads {args.torch_threads or 'default'}; load average at start "
+                               f"{load_before:.1f} (1 min), at end {load_after} (1/5/15 min; the CPU is shared)",
+                          stages_s={k: round(v, 1) for k, v in timings.items()}))
 
     if args.merge and args.out.exists():
         records += [r for r in json.loads(args.out.read_text())
                     if r.get("system") != "MOSES (published)" and r.get("sample") != label]
     records.sort(key=column_order)  # stable: published, ours by sample size, then the cross-check
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(records, indent=1) + "\n")
+    write_records(args.out, records, indent=1)
     log.info("wrote %s (%d records) in %.0f s", args.out, len(records), wall)
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_table.py")], check=False)
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_table.py")], check=False)
     return 0
 
 

@@ -18,14 +18,14 @@ from pathlib import Path
 
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import REPO
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--qm9-dir", type=Path, default=ROOT / ".bench" / "qm9")
+    parser.add_argument("--qm9-dir", type=Path, default=REPO / ".bench" / "qm9")
     parser.add_argument("--moses-dir", type=Path, default=Path("/work/shared/datasets/moses"))
-    parser.add_argument("--out", type=Path, default=ROOT / ".bench" / "gen")
+    parser.add_argument("--out", type=Path, default=REPO / ".bench" / "gen")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     mols = pd.read_parquet(args.qm9_dir / "ingest" / "molecules.parquet", columns=["mol_id", "smiles"])

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -30,12 +29,10 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from molgnn.data import schema  # noqa: E402
-from molgnn.data.ingest import ingest  # noqa: E402
-from molgnn.data.sources import QM9_TARGETS  # noqa: E402
+from common import REPO
+from molgnn.data import schema
+from molgnn.data.ingest import ingest
+from molgnn.data.sources import QM9_TARGETS
 
 N_TRAIN, N_VAL = 110_000, 10_000
 EXPECTED_ROWS = 130_831

@@ -31,18 +31,15 @@ Writes after every run: ``NAME.json`` (records: means over seeds, per-seed value
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from common import REPO, RESULTS, provenance, record, write_records
+from molgnn.train import history_keys as H
 
 BENCH = "qm9-pretraining-gain"
 
@@ -135,7 +132,7 @@ def attach_eht(dataset, path: str):
 
 def eht_from_epoch(history) -> int | None:
     """The first pretraining epoch that trained the EHT head (None: it never did)."""
-    return next((h["epoch"] for h in history if "eht_loss" in h), None)
+    return next((h[H.EPOCH] for h in history if H.EHT_LOSS in h), None)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,11 +147,7 @@ def run(args: argparse.Namespace) -> int:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 throughout (amp off), as asked
         torch.backends.cudnn.allow_tf32 = False
-        machine = f"1x {torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    else:
-        machine = f"CPU ({os.cpu_count()} cores), torch {torch.__version__}"
-    ctx = {"machine": machine, "date": _dt.date.today().isoformat(), "commit": args.commit,
-           "command": args.command or "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}
+    ctx = provenance(device=device, commit=args.commit, command=args.command)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     model_cfg = ModelConfig(n_atom_basis=128, n_interactions=3, n_rbf=20, cutoff=5.0)
@@ -184,12 +177,12 @@ def run(args: argparse.Namespace) -> int:
 
     def write() -> None:
         (out / f"{args.name}_detail.json").write_text(json.dumps(detail, indent=2, default=float) + "\n")
-        (out / f"{args.name}.json").write_text(json.dumps(records(detail, ctx, args), indent=2) + "\n")
+        write_records(out / f"{args.name}.json", records(detail, ctx, args))
 
     # (1) pretraining, or a saved pretraining checkpoint (e.g. from an earlier GPU command)
     if args.pretrained:
         ckpt = load_checkpoint(args.pretrained)
-        detail["pretrain"] = {"loaded_from": args.pretrained, "seconds": float(sum(h["seconds"] for h in ckpt["history"])),
+        detail["pretrain"] = {"loaded_from": args.pretrained, "seconds": float(sum(h[H.SECONDS] for h in ckpt["history"])),
                               "epochs": len(ckpt["history"]), "history": ckpt["history"],
                               "config": ckpt["pretrain_config"], "n_molecules": ckpt["n_molecules"],
                               "eht": ckpt.get("eht"),
@@ -213,7 +206,7 @@ def run(args: argparse.Namespace) -> int:
                        cosine_lr=args.pretrain_cosine, init_from=init_from,
                        log_fn=lambda m, e: print(f"pretrain epoch {e}: " + ", ".join(
                            f"{k.split('/')[-1]} {v:.4g}" for k, v in m.items()), flush=True))
-        detail["pretrain"] = {"seconds": float(sum(h["seconds"] for h in pre.history)), "epochs": len(pre.history),
+        detail["pretrain"] = {"seconds": float(sum(h[H.SECONDS] for h in pre.history)), "epochs": len(pre.history),
                               "eht_from_epoch": eht_from_epoch(pre.history),
                               "this_call_seconds": time.perf_counter() - t0, "continued_from": args.pretrain_init,
                               "cosine_lr": args.pretrain_cosine, "history": pre.history, "config": vars(pcfg),
@@ -260,8 +253,9 @@ def run(args: argparse.Namespace) -> int:
                                min_lr_ratio=0.01, device_batches=True, check_every=0, eval_every=eval_every,
                                eval_batch_size=1000)
                 wall = time.perf_counter() - t1
-                curve = [{"epoch": h["epoch"], "train_seconds": h["elapsed_seconds"], "train_loss": h["train_loss"],
-                          "lr": h["lr"], **({"val_mae_meV": h["val_mae_gap"] * 1000} if "val_mae_gap" in h else {})}
+                val_key = H.val_mae("gap")
+                curve = [{"epoch": h[H.EPOCH], "train_seconds": h[H.ELAPSED_SECONDS], "train_loss": h[H.TRAIN_LOSS],
+                          "lr": h[H.LR], **({"val_mae_meV": h[val_key] * 1000} if val_key in h else {})}
                          for h in res.history]
                 run_rec = {"labels": n, "init": init, "encoder_lr_scale": enc_scale, "seed": seed,
                            "test_mae_meV": res.test_metrics["gap"]["mae"] * 1000,
@@ -356,9 +350,7 @@ def records(detail, ctx, args):
              + (": encoder-lr search of equal size for both inits" if getattr(args, "select_on_val", False) else ""))
 
     def rec(system, metric, value, unit, hib=False, **extra):
-        out.append({"benchmark": bench, "system": system, "metric": metric, "value": value, "unit": unit,
-                    "higher_is_better": hib, "machine": ctx["machine"], "date": ctx["date"],
-                    "commit": ctx["commit"], "command": ctx["command"], "setup": setup, **extra})
+        out.append(record(bench, system, metric, value, unit, hib, ctx, setup=setup, **extra))
 
     for n, systems in summary(detail).items():
         scratch = systems["molgnn (scratch)"]
@@ -396,7 +388,7 @@ def rewrite_records(args: argparse.Namespace) -> int:
     recs = records(detail, ctx, argparse.Namespace(**detail["args"]))
     for r in recs:
         r["benchmark"] += args.benchmark_suffix
-    out.write_text(json.dumps(recs, indent=2) + "\n")
+    write_records(out, recs)
     print(f"wrote {out}")
     return 0
 
@@ -443,7 +435,7 @@ def main(argv=None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--npz", default=str(REPO / ".bench" / "qm9" / "qm9.npz"))
     r.add_argument("--extra", nargs="*", default=[], help="npz files of extra unlabeled structures")
-    r.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    r.add_argument("--out", default=str(RESULTS))
     r.add_argument("--name", default="pretraining_gain", help="result files NAME.json and NAME_detail.json")
     r.add_argument("--pretrain-seconds", type=float, default=180.0)
     r.add_argument("--pretrain-batch", type=int, default=100)
@@ -480,8 +472,8 @@ def main(argv=None) -> int:
     r.add_argument("--stop-at", type=float, default=None, help="unix time: skip pairs that would end later")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    r.add_argument("--commit", default=os.environ.get("MOLGNN_COMMIT", "unknown"))
-    r.add_argument("--command", default=None)
+    r.add_argument("--commit", default=None, help="code version to record (default: MOLGNN_COMMIT, else git HEAD)")
+    r.add_argument("--command", default=None, help="command text to record (default: this command line)")
     args = ap.parse_args(argv)
     return {"prepare-moses": prepare_moses, "prepare-eht": prepare_eht, "records": rewrite_records, "run": run}[args.cmd](args)
 

@@ -19,7 +19,6 @@ import argparse
 import gzip
 import json
 import logging
-import shlex
 import subprocess
 import sys
 import tarfile
@@ -30,21 +29,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from molgnn.generate.metrics import (  # noqa: E402
-    METRICS_VERSION,
-    fraction_unique,
-    moses_metrics,
-    novelty,
-    property_distances,
-    property_values,
-    reference_stats,
-)
-from molgnn.generate.metrics_chem import canonical_smiles  # noqa: E402
-from moses_reference import git, machine  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
-from molgnn.generate.metrics_fcd import activation_statistics, chemnet_activations, frechet_distance  # noqa: E402
+from common import REPO, RESULTS, command_line, provenance, record, write_records
+from molgnn.chem.canonical import canonical_smiles
+from molgnn.generate.metrics import (METRICS_VERSION, fraction_unique, moses_metrics, property_distances,
+                                     property_values, reference_stats)
+from molgnn.generate.metrics_fcd import activation_statistics, chemnet_activations, frechet_distance
 
 SYSTEMS = {"vae": "molgnn graph VAE", "diffusion": "molgnn DiGress-style diffusion"}
 BENCH_SRC = "shared/BENCHMARKS.md (Generation)"
@@ -113,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                          "floor at that n: a finite-sample FCD is biased upwards); 0 to skip")
     ap.add_argument("--n", type=int, default=0,
                     help="score the first N draws only (default all; MOSES scores 30,000, 25k takes ~5 min here)")
-    ap.add_argument("--data-dir", type=Path, default=ROOT / ".bench" / "gen",
+    ap.add_argument("--data-dir", type=Path, default=REPO / ".bench" / "gen",
                     help="qm9_train.txt.gz / qm9_test.txt.gz (benchmarks/prepare_generation.py)")
     ap.add_argument("--moses-dir", type=Path, default=Path("/work/shared/datasets/moses"))
     ap.add_argument("--cache-dir", type=Path, default=None, help="reference statistics cache")
@@ -125,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     log = logging.getLogger("score_generation")
     import torch
     torch.set_num_threads(max(1, args.n_jobs))
-    out = args.out or ROOT / "benchmarks" / "results" / f"generation_{args.dataset}.json"
+    out = args.out or RESULTS / f"generation_{args.dataset}.json"
     bench = f"generation-{args.dataset}"
 
     if args.dataset == "qm9":
@@ -141,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
     records: list[dict] = []
     curves: dict[str, list[dict]] = {}
-    cmd = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/score_generation.py",
-                                             *(argv if argv is not None else sys.argv[1:])])
+    cmd = command_line(argv)
     with tempfile.TemporaryDirectory() as tmp:
         for kind in [k.strip() for k in args.kinds.split(",") if k.strip()]:
             folder = load_run(args.runs, f"{args.dataset}_{kind}", Path(tmp))
@@ -188,17 +176,14 @@ def main(argv: list[str] | None = None) -> int:
                      f"{f' ({subset})' if subset else ''}, {epochs:.1f} epochs, stop: {run['stop_reason']}; "
                      f"sampled {len(raw):,} (batch {run['sample_batch']}); speed = GPU sampling + RDKit decoding "
                      f"on {run['decode_workers']} processes; metrics v{METRICS_VERSION} scored on this machine")
-            common = {"benchmark": bench, "system": SYSTEMS[kind], "sample": sample, "machine": run["machine"],
-                      "date": run["date"], "commit": run["commit"], "command": f"{run['command']}; then {cmd}",
-                      "setup": setup}
+            # provenance of the GPU command that trained and sampled (run.json), then this scoring
+            context = {"machine": run["machine"], "date": run["date"], "commit": run["commit"],
+                       "command": f"{run['command']}; then {cmd}"}
             for metric in keep:
                 if metric in m:
-                    unit, higher = unit_of(metric)
-                    rec = {**common, "metric": metric, "value": float(m[metric]), "unit": unit,
-                           "higher_is_better": higher}
-                    if metric in GOALS[args.dataset]:
-                        rec["note"] = f"goal {GOALS[args.dataset][metric]}"
-                    records.append(rec)
+                    goal = GOALS[args.dataset].get(metric)
+                    records.append(record(bench, SYSTEMS[kind], metric, float(m[metric]), *unit_of(metric), context,
+                                          sample=sample, setup=setup, **({"note": f"goal {goal}"} if goal else {})))
             # Learning curve: the ~1k-molecule samples drawn during training.
             points = []
             for p in hist["curve"]:
@@ -220,25 +205,21 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         value = fcd_against(ref_smiles, test_stats.fcd_mu, test_stats.fcd_sigma)
         log.info("train sample (n=%d) FCD/Test %.4f (%.0f s)", n_ref, value, time.perf_counter() - t0)
-        records.append({"benchmark": bench, "system": f"{args.dataset.upper()} train sample (reference)",
-                        "metric": "FCD/Test", "value": value, "unit": "FCD", "higher_is_better": False,
-                        "sample": f"n={n_ref:,}, seed 0", "machine": machine(), "date": time.strftime("%Y-%m-%d"),
-                        "commit": git("rev-parse", "HEAD"), "command": cmd,
-                        "note": "training molecules scored like a generator: the FCD floor at this sample size"})
+        records.append(record(bench, f"{args.dataset.upper()} train sample (reference)", "FCD/Test", value, "FCD",
+                              False, provenance(command=cmd), sample=f"n={n_ref:,}, seed 0",
+                              note="training molecules scored like a generator: the FCD floor at this sample size"))
 
     for system, source, values in PUBLISHED[args.dataset]:
         for metric, value in values.items():
-            unit, higher = unit_of(metric)
-            records.append({"benchmark": bench, "system": system, "metric": metric, "value": value, "unit": unit,
-                            "higher_is_better": higher, "source": source, "date": "2020-2023"})
-    out.write_text(json.dumps(records, indent=1) + "\n")
+            records.append(record(bench, system, metric, value, *unit_of(metric), source=source, date="2020-2023"))
+    write_records(out, records, indent=1)
     detail = (out.with_name(out.stem + "_curve.json") if args.out else
-              ROOT / "benchmarks" / "results" / "detail" / f"generation_{args.dataset}_curve.json")
+              RESULTS / "detail" / f"generation_{args.dataset}_curve.json")
     detail.write_text(json.dumps({"note": "validity/uniqueness of ~1k molecules sampled from the EMA model during "
                                           "training; FCD/Test@n at that n (biased high vs the final n)",
                                   "curves": curves}, indent=1) + "\n")
     if args.out is None:   # a trial run elsewhere leaves the committed table alone
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "make_table.py")], check=False)
+        subprocess.run([sys.executable, str(REPO / "benchmarks" / "make_table.py")], check=False)
     log.info("wrote %s (%d records) and %s", out, len(records), detail)
     return 0
 

@@ -20,23 +20,18 @@ two-tier with 3D re-prediction of the top 50 + 50 most uncertain). Records go to
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from moses_reference import git  # benchmarks/ is on sys.path when run as a script
+from common import REPO, RESULTS, command_line, load_average, provenance, record, write_records
 
-ROOT = Path(__file__).resolve().parents[1]
-BENCH = ROOT / ".bench" / "screen_speed"
+BENCH = REPO / ".bench" / "screen_speed"
 MOSES_TEST = Path("/work/shared/datasets/moses/test.csv.gz")
-MACHINE = "2-core CPU, 24 GB"
 
 
 def run(cmd: list[str], **kw) -> float:
@@ -47,14 +42,14 @@ def run(cmd: list[str], **kw) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--chemprop-venv", type=Path, default=ROOT / ".bench" / "chemprop-venv")
+    ap.add_argument("--chemprop-venv", type=Path, default=REPO / ".bench" / "chemprop-venv")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--chemprop-epochs", type=int, default=20)
     ap.add_argument("--epochs-2d", type=int, default=30)
     ap.add_argument("--members-2d", type=int, default=3)
     ap.add_argument("--top-k", type=int, default=50)
     ap.add_argument("--uncertain-k", type=int, default=50)
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "screen_speed.json")
+    ap.add_argument("--out", type=Path, default=RESULTS / "screen_speed.json")
     ap.add_argument("--skip-chemprop", action="store_true")
     ap.add_argument("--speed-only", action="store_true",
                     help="reuse the 2D model and chemprop model of an earlier full run (.bench/screen_speed) and "
@@ -72,24 +67,20 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)   # 2 threads crawl when the 2 cores are shared (OpenMP oversubscription)
     BENCH.mkdir(parents=True, exist_ok=True)
-    commit = git("rev-parse", "HEAD")
-    date = dt.date.today().isoformat()
-    command = "benchmarks/screen_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    context = provenance(command=command_line(argv))
     records: list[dict] = []
 
     def rec(benchmark, system, metric, value, unit, hib, **extra):
-        records.append({"benchmark": benchmark, "system": system, "metric": metric, "value": value, "unit": unit,
-                        "higher_is_better": hib, "machine": MACHINE, "date": date, "commit": commit,
-                        "command": command, **extra})
-        args.out.write_text(json.dumps(records, indent=2) + "\n")   # after every figure: a crash keeps the rest
+        records.append(record(benchmark, system, metric, value, unit, hib, context, **extra))
+        write_records(args.out, records)   # after every figure: a crash keeps the rest
 
     # ------------------------------------------------------------------ data and the 3D teacher
-    mols = pd.read_parquet(ROOT / "data/molecules/molecules.parquet").set_index("mol_id")
-    split = pd.read_csv(ROOT / "runs/latest/finetune/split.csv")
+    mols = pd.read_parquet(REPO / "data/molecules/molecules.parquet").set_index("mol_id")
+    split = pd.read_csv(REPO / "runs/latest/finetune/split.csv")
     ids = {s: split.loc[split["split"] == s, "mol_id"].tolist() for s in ("train", "val", "test")}
-    members = sorted((ROOT / "runs/latest/finetune").glob("member_*.pt"))
+    members = sorted((REPO / "runs/latest/finetune").glob("member_*.pt"))
     ckpts = [load_checkpoint(m) for m in members]
-    structs = pd.read_parquet(ROOT / "data/features/structures.parquet").set_index("mol_id")
+    structs = pd.read_parquet(REPO / "data/features/structures.parquet").set_index("mol_id")
     t = time.perf_counter()
     teacher = predict_ensemble(ckpts, structs.loc[ids["train"]].reset_index())
     print(f"teacher predictions on {len(teacher)} training molecules: {time.perf_counter() - t:.1f} s", flush=True)
@@ -107,13 +98,13 @@ def main(argv=None) -> int:
 
     test_csv = BENCH / "test_split.csv"
     pd.DataFrame({"smiles": mols.loc[ids["test"], "smiles"], "gap": mols.loc[ids["test"], "gap"]}).to_csv(test_csv, index=False)
-    molgnn = str(ROOT / ".venv/bin/molgnn")
+    molgnn = str(REPO / ".venv/bin/molgnn")
     run([molgnn, "screen", str(test_csv), "--out", str(BENCH / "test_2d.csv"), "--fast-tier", str(model_path),
-         "--top-k", "0", "--uncertain-k", "0", "--workers", "2"], cwd=ROOT)
+         "--top-k", "0", "--uncertain-k", "0", "--workers", "2"], cwd=REPO)
     p2 = pd.read_csv(BENCH / "test_2d.csv")          # rows of test_csv, i.e. of ids["test"]
     test_ids = np.asarray(ids["test"], dtype=object)[p2["row"].to_numpy()]
     p2["y_true"] = mols.loc[test_ids, "gap"].to_numpy()
-    t3 = pd.read_csv(ROOT / "runs/latest/finetune/test_predictions.csv").set_index("mol_id")
+    t3 = pd.read_csv(REPO / "runs/latest/finetune/test_predictions.csv").set_index("mol_id")
     p3_on_2d = t3.loc[test_ids, "y_pred"].to_numpy()
     print(f"2D tier ranked {len(p2)} of {len(ids['test'])} test molecules", flush=True)
     acc = "QM9 sample (2,000) gap, scaffold test split (200), test MAE"
@@ -139,7 +130,7 @@ def main(argv=None) -> int:
     speed = f"screen {args.n:,} MOSES test SMILES, wall-clock incl. start-up"
 
     s2d = run([molgnn, "screen", str(lib), "--out", str(BENCH / "lib_2d.csv"), "--fast-tier", str(model_path),
-               "--top-k", "0", "--uncertain-k", "0", "--workers", "2"], cwd=ROOT)
+               "--top-k", "0", "--uncertain-k", "0", "--workers", "2"], cwd=REPO)
     print(f"molgnn 2D tier: {s2d:.1f} s", flush=True)
     n_ranked = len(pd.read_csv(BENCH / "lib_2d.csv"))
     rec(speed, "molgnn 2D tier", "wall-clock", s2d, "s", False,
@@ -147,7 +138,7 @@ def main(argv=None) -> int:
               f"featurize + 3-member 2D ensemble; {n_ranked:,} ranked")
     rec(speed, "molgnn 2D tier", "throughput", args.n / s2d, "molecules/s", True)
     s23 = run([molgnn, "screen", str(lib), "--out", str(BENCH / "lib_two_tier.csv"), "--fast-tier", str(model_path),
-               "--top-k", str(args.top_k), "--uncertain-k", str(args.uncertain_k), "--workers", "2"], cwd=ROOT)
+               "--top-k", str(args.top_k), "--uncertain-k", str(args.uncertain_k), "--workers", "2"], cwd=REPO)
     print(f"molgnn two-tier: {s23:.1f} s", flush=True)
     rec(speed, "molgnn 2D + 3D tiers", "wall-clock", s23, "s", False,
         setup=f"as 2D, then top {args.top_k} + {args.uncertain_k} most uncertain through ETKDG+MMFF conformers "
@@ -186,14 +177,9 @@ def main(argv=None) -> int:
             setup="`chemprop predict -i lib.csv -s smiles --model-paths best.pt --num-workers 0`, one model")
         rec(speed, "chemprop 2.3.1", "throughput", args.n / scp, "molecules/s", True)
 
-    args.out.write_text(json.dumps(records, indent=2) + "\n")
+    write_records(args.out, records)
     print(f"wrote {args.out} ({len(records)} records)")
     return 0
-
-
-def _load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.1f}/{five:.1f}/{fifteen:.1f}"
 
 
 def speed_only(args, argv) -> int:
@@ -203,26 +189,25 @@ def speed_only(args, argv) -> int:
     best = sorted((BENCH / "chemprop_model").rglob("best*.pt"))
     if not model_path.is_file() or not best:
         raise SystemExit(f"--speed-only needs {model_path} and {BENCH / 'chemprop_model'} from a full run")
-    commit = git("rev-parse", "HEAD")
-    command = "benchmarks/screen_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    context = provenance(command=command_line(argv))
     lib = BENCH / f"moses_test_{args.n}.csv"
     pd.read_csv(MOSES_TEST, nrows=args.n).rename(columns={"SMILES": "smiles"}).to_csv(lib, index=False)
-    molgnn = [str(ROOT / ".venv/bin/molgnn"), "screen", str(lib), "--out", str(BENCH / "lib_2d.csv"),
+    molgnn = [str(REPO / ".venv/bin/molgnn"), "screen", str(lib), "--out", str(BENCH / "lib_2d.csv"),
               "--fast-tier", str(model_path), "--top-k", "0", "--uncertain-k", "0", "--workers", "2"]
     chemprop = [str(args.chemprop_venv / "bin" / "chemprop"), "predict", "-i", str(lib), "-s", "smiles",
                 "--model-paths", str(best[0]), "-o", str(BENCH / "lib_chemprop.csv"), "--num-workers", "0"]
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    load_start = _load()
+    load_start = load_average()
     times: dict[str, list[float]] = {"molgnn 2D tier": [], "chemprop 2.3.1": []}
     for _ in range(args.repeats):
-        times["molgnn 2D tier"].append(run(molgnn, cwd=ROOT, env=env))
+        times["molgnn 2D tier"].append(run(molgnn, cwd=REPO, env=env))
         times["chemprop 2.3.1"].append(run(chemprop, env=env))
         print({k: [round(v, 1) for v in vals] for k, vals in times.items()}, flush=True)
     n_ranked = len(pd.read_csv(BENCH / "lib_2d.csv"))
     n_chemprop = len(pd.read_csv(BENCH / "lib_chemprop.csv"))
     note = (f"{args.repeats} interleaved runs each (molgnn first), best shown, all: " +
             "; ".join(f"{k} {', '.join(f'{v:.1f}' for v in vals)} s" for k, vals in times.items()) +
-            f"; load average (1/5/15 min) {load_start} at start, {_load()} at end; "
+            f"; load average (1/5/15 min) {load_start} at start, {load_average()} at end; "
             f"molgnn ranked {n_ranked:,}, chemprop predicted {n_chemprop:,} rows")
     speed = f"screen {args.n:,} MOSES test SMILES, wall-clock incl. start-up (interleaved, models reused)"
     setups = {"molgnn 2D tier": "`molgnn screen --fast-tier model_2d.pt --top-k 0 --uncertain-k 0 --workers 2`: "
@@ -230,13 +215,11 @@ def speed_only(args, argv) -> int:
               "chemprop 2.3.1": "`chemprop predict --model-paths best.pt --num-workers 0`, one D-MPNN"}
     records = []
     for system, vals in times.items():
-        base = {"benchmark": speed, "system": system, "machine": MACHINE, "date": dt.date.today().isoformat(),
-                "commit": commit, "command": command, "setup": setups[system], "note": note}
-        records.append({**base, "metric": "wall-clock", "value": min(vals), "unit": "s", "higher_is_better": False})
-        records.append({**base, "metric": "throughput", "value": args.n / min(vals), "unit": "molecules/s",
-                        "higher_is_better": True})
+        extra = {"setup": setups[system], "note": note}
+        records.append(record(speed, system, "wall-clock", min(vals), "s", False, context, **extra))
+        records.append(record(speed, system, "throughput", args.n / min(vals), "molecules/s", True, context, **extra))
     out = args.out if args.out.name != "screen_speed.json" else args.out.with_name("screen_speed_interleaved.json")
-    out.write_text(json.dumps(records, indent=2) + "\n")
+    write_records(out, records)
     print(f"wrote {out}: {note}")
     return 0
 

@@ -114,13 +114,13 @@ def fit_vocab(smiles: Iterable[str], *, max_nodes: int | None = None) -> tuple[G
     largest = 0
     for smi in smiles:
         try:
-            mol = _prepare(smi)
+            mol = prepare_molecule(smi)
         except GraphEncodingError:
             continue
         if max_nodes is not None and mol.GetNumAtoms() > max_nodes:
             continue
         largest = max(largest, mol.GetNumAtoms())
-        counts.update(_atom_token(a) for a in mol.GetAtoms())
+        counts.update(atom_token(a) for a in mol.GetAtoms())
     if not counts:
         raise VocabError("no molecule could be parsed (within max_nodes) to build a graph vocabulary")
     table = Chem.GetPeriodicTable()
@@ -136,12 +136,17 @@ def format_token(token: AtomToken) -> str:
     return f"[{element}{sign}{abs(charge) if abs(charge) > 1 else ''}]"
 
 
-def _atom_token(atom: Chem.Atom) -> AtomToken:
+def atom_token(atom: Chem.Atom) -> AtomToken:
+    """The vocabulary token of an atom: (element symbol, formal charge)."""
     return (atom.GetSymbol(), atom.GetFormalCharge())
 
 
-def _prepare(smiles: str) -> Chem.Mol:
-    """Parse, drop explicit hydrogens and renumber atoms in canonical-SMILES output order (aromatic)."""
+def prepare_molecule(smiles: str) -> Chem.Mol:
+    """Parse, drop explicit hydrogens and renumber atoms in canonical-SMILES output order (aromatic):
+    the molecule whose atoms and bonds :func:`encode` writes, in that order.
+
+    Raises GraphEncodingError for an empty or unparseable SMILES or one without heavy atoms.
+    """
     if not isinstance(smiles, str) or not smiles.strip():
         raise GraphEncodingError(f"empty or non-string SMILES: {smiles!r}")
     blocker = rdBase.BlockLogs()   # parse failures are reported by our exception, not on stderr
@@ -167,7 +172,7 @@ def encode(
     Raises GraphEncodingError (with the reason) for unparseable SMILES, more than ``max_nodes`` heavy
     atoms, atom tokens outside ``vocab``, radicals, or bonds other than single/double/triple.
     """
-    mol = _prepare(smiles)
+    mol = prepare_molecule(smiles)
     n = mol.GetNumAtoms()
     if n > max_nodes:
         raise GraphEncodingError(f"{smiles!r} has {n} heavy atoms, more than max_nodes={max_nodes}")
@@ -176,7 +181,7 @@ def encode(
         if atom.GetNumRadicalElectrons():
             raise GraphEncodingError(f"{smiles!r}: atom {atom.GetIdx()} ({atom.GetSymbol()}) is a radical, "
                                      "which implicit hydrogens cannot represent")
-        nodes[atom.GetIdx()] = vocab.node_class(_atom_token(atom))
+        nodes[atom.GetIdx()] = vocab.node_class(atom_token(atom))
     try:
         Chem.Kekulize(mol, clearAromaticFlags=True)
     except Chem.KekulizeException as exc:

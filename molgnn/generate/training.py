@@ -108,8 +108,9 @@ def _rng_state(gen: torch.Generator) -> torch.Tensor:
     return gen.get_state().cpu()
 
 
-def _autocast_hooks(module: nn.Module, device: torch.device) -> list[Any]:
-    """Run ``module``'s forward under bf16 autocast and hand fp32 outputs back (removable hooks)."""
+def bf16_autocast_hooks(module: nn.Module, device: torch.device) -> list[Any]:
+    """Run ``module``'s forward under bf16 autocast and hand fp32 outputs back: removable hooks (call
+    ``.remove()`` on each), so a model trains in bf16 without changing its code."""
     contexts: list[Any] = []
 
     def enter(_module: nn.Module, _args: Any) -> None:
@@ -298,7 +299,7 @@ def train_generator_on_graphs(
     # bf16 only around the network: the diffusion noise (categorical draws from Qbar-rows) and the
     # losses stay in fp32, where bf16's 8-bit mantissa would round small transition probabilities away.
     net = getattr(model, "denoiser", None) if bf16 else None
-    hooks = _autocast_hooks(net, device) if net is not None else []
+    hooks = bf16_autocast_hooks(net, device) if net is not None else []
     params = [p for p in model.parameters() if p.requires_grad]
     ema_params = [p for p in ema.parameters()] if ema is not None else []
     stop_reason = "epochs"

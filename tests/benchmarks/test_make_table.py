@@ -70,6 +70,23 @@ def test_record_turns_stale_when_a_transitively_imported_module_changes(make_tab
     assert "does not have" in make_table.staleness({**record, "commit": "0" * 40}, repo)
 
 
+def test_a_change_to_the_benchmarks_shared_helper_makes_its_scripts_records_stale(make_table, repo):
+    first = _commit(repo, {
+        "molgnn/__init__.py": "",
+        "molgnn/data.py": "ROWS = 1\n",
+        "benchmarks/common.py": "import json\nfrom molgnn import data\n",
+        "benchmarks/bench.py": "from common import record\n",
+        "benchmarks/other.py": "import json\n",
+    }, "code")
+    assert make_table.measured_code(repo / "benchmarks/bench.py", repo) == (
+        "benchmarks/bench.py", "benchmarks/common.py", "molgnn/__init__.py", "molgnn/data.py")
+    assert make_table.measured_code(repo / "benchmarks/other.py", repo) == ("benchmarks/other.py",)
+    record = {"commit": first, "command": ".venv/bin/python benchmarks/bench.py"}
+    second = _commit(repo, {"benchmarks/common.py": "import json\nfrom molgnn import data  # changed\n"}, "helper")
+    make_table._last_change.cache_clear()
+    assert second[:7] in make_table.staleness(record, repo)
+
+
 def test_table_marks_stale_values_and_splits_columns_by_commit(make_table, repo):
     old = _commit(repo, {"molgnn/__init__.py": "", "benchmarks/bench.py": "import molgnn\n"}, "code")
     new = _commit(repo, {"molgnn/__init__.py": "# changed\n"}, "change")
