@@ -19,7 +19,7 @@ from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from molgnn.config import check_runnable, load_params  # noqa: E402
-from molgnn.stages.common import RunContext, StageResult  # noqa: E402
+from molgnn.stages.common import RunContext, StageResult, interrupted  # noqa: E402
 
 REPORT_SUBDIR = "report"   # the run report, inside the run folder
 
@@ -212,7 +212,7 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
         parent.log_artifact(report.parent, "report")
         logger.info("report: %s", report)
     except BaseException as exc:
-        killed = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        killed = interrupted(exc)
         parent.finish("KILLED" if killed else "FAILED")
         run.finish(KILLED if killed else FAILED)
         raise

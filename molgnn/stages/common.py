@@ -19,7 +19,7 @@ from molgnn.data.artifacts import content_hash
 from molgnn.data.stage_store import MANIFEST, StageResult, StageStore
 from molgnn.stages.code_key import code_hash, stage_module
 
-__all__ = ["MANIFEST", "RunContext", "StageResult", "run_cached", "stage_key", "worker_count"]
+__all__ = ["MANIFEST", "RunContext", "StageResult", "interrupted", "run_cached", "stage_key", "worker_count"]
 
 STORE_DIR = "runs/store"   # relative to the repository root
 
@@ -51,6 +51,12 @@ class RunContext:
         if want == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return want
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Stopped from outside (Ctrl-C, SIGTERM, an orchestrator's termination signal), not failed:
+    every such exception derives from BaseException but not from Exception."""
+    return not isinstance(exc, Exception)
 
 
 def stage_key(stage: str, *parts: object) -> str:
@@ -103,7 +109,7 @@ def run_cached(ctx: RunContext, stage: str, key: str, compute: Callable[[Any, Pa
             run.log_artifact(Path(result.out_dir) / MANIFEST)
     except BaseException as exc:
         if run is not None:
-            run.finish("KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED")
+            run.finish("KILLED" if interrupted(exc) else "FAILED")
         raise
     if run is not None:
         run.finish()

@@ -140,3 +140,22 @@ def test_an_edited_stage_is_recomputed_and_nothing_else(tmp_path, tiny_params):
     assert cached.pop("filter") is False
     # the filter's output did not change, so the screen of it is found again as well
     assert all(cached.values()), cached
+
+
+def test_sigterm_marks_the_run_killed_at_once(tmp_path, tiny_params):
+    init_root(tmp_path, small_params(tiny_params, finetune__epochs=100, finetune__patience=100))
+    proc = start_run(tmp_path, "params.yaml")
+    deadline = time.time() + 300
+    while not list((tmp_path / "runs/store/finetune").glob(".staging-*")):
+        assert proc.poll() is None and time.time() < deadline, "fine-tuning never started"
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)                  # what a scheduler or `kill` sends
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    run = next(p for p in (tmp_path / "runs").iterdir() if p.name[0].isdigit())
+    assert json.loads((run / "run.json").read_text())["status"] == "killed"
+    t = tracker(tmp_path)
+    statuses = {r.data.tags.get("molgnn.stage"): r.info.status for r in t.client.search_runs([t.experiment_id])}
+    assert statuses == {"ingest": "FINISHED", "featurize": "FINISHED", "pretrain": "FINISHED",
+                        "finetune": "KILLED", "pipeline": "KILLED"}
