@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from molgnn.chem.sample_rates import uniqueness, validity
 from molgnn.featurize.dense_graph import GraphVocab, decode
 from molgnn.generate.training import TrainedGenerator
 from molgnn.models.graph_diffusion import Guidance
@@ -24,20 +25,20 @@ class SampleResult:
     seconds: float
     molecules_per_second: float
 
+    # validity and uniqueness as molgnn.chem.sample_rates defines them (decoded SMILES are canonical)
     @property
     def validity(self) -> float:
         """Fraction of draws valid without correction (the number papers report)."""
-        return sum(s is not None for s in self.smiles) / max(len(self.smiles), 1)
+        return validity(self.smiles)
 
     @property
     def validity_corrected(self) -> float:
-        return sum(s is not None for s in self.corrected_smiles) / max(len(self.corrected_smiles), 1)
+        return validity(self.corrected_smiles)
 
     @property
     def uniqueness(self) -> float:
-        """Distinct canonical SMILES among the uncorrected valid draws."""
-        valid = [s for s in self.smiles if s is not None]
-        return len(set(valid)) / len(valid) if valid else 0.0
+        """Distinct canonical SMILES among the uncorrected valid draws (NaN when none is valid)."""
+        return uniqueness([s for s in self.smiles if s is not None])
 
     def metrics(self) -> dict[str, float]:
         return {"validity": self.validity, "validity_corrected": self.validity_corrected,

@@ -116,3 +116,15 @@ def test_rates_over_an_empty_set_are_undefined_everywhere():
 def test_docstring_examples(module):
     result = doctest.testmod(module)
     assert result.failed == 0
+
+
+def test_generator_samples_are_rated_by_the_same_definitions():
+    from molgnn.generate.sampling import SampleResult
+
+    res = SampleResult(smiles=["CCO", "CCO", None, "c1ccccc1"], reasons=["ok", "ok", "radical", "ok"],
+                       corrected_smiles=["CCO", "CCO", "CC", "c1ccccc1"], seconds=1.0, molecules_per_second=4.0)
+    assert (res.validity, res.validity_corrected, res.uniqueness) == (0.75, 1.0, 2 / 3)
+    nothing = SampleResult(smiles=[None], reasons=["radical"], corrected_smiles=[None], seconds=1.0,
+                           molecules_per_second=1.0)
+    with pytest.warns(MetricWarning):
+        assert nothing.validity == 0.0 and math.isnan(nothing.uniqueness)
