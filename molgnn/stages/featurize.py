@@ -19,7 +19,9 @@ def run_featurize(ctx: RunContext, molecules_path: Path) -> StageResult:
     from molgnn.featurize.structures import build_structures
 
     cfg = ctx.params.featurize
-    key = stage_key("featurize", dataclasses.asdict(cfg), ctx.params.seed, Path(molecules_path))
+    # out_dir is only where the run publishes the data; the bytes do not depend on the worker count
+    decides = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out_dir", "workers")}
+    key = stage_key("featurize", decides, ctx.params.seed, Path(molecules_path))
 
     def compute(run, out_dir: Path) -> StageResult:
         molecules = pd.read_parquet(molecules_path)

@@ -38,7 +38,8 @@ def run_ingest(ctx: RunContext) -> StageResult:
 
     cfg = ctx.params.data
     sources = resolve_sources(cfg.sources, ctx.root)
-    key = stage_key("ingest", dataclasses.asdict(cfg), *input_fingerprint(sources))
+    decides = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "out_dir"}   # out_dir: publish location
+    key = stage_key("ingest", decides, *input_fingerprint(sources))
 
     def compute(run, out_dir: Path) -> StageResult:
         res = ingest(sources, out_dir, smiles_column=cfg.smiles_column,

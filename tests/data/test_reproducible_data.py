@@ -18,6 +18,7 @@ from molgnn.featurize.graph_store import featurize_graphs, save_graphs
 from molgnn.stages.common import RunContext
 from molgnn.stages.featurize import run_featurize
 from molgnn.stages.ingest import run_ingest
+from molgnn.stages.publish_data import publish_data
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFEST = "stage.json"   # holds timings; .dvcignore keeps it out of the md5
@@ -105,11 +106,7 @@ def test_default_parameters_reproduce_the_committed_data_md5(tmp_path):
     ingest, featurize = _build(tmp_path / "run", params)
 
     published = tmp_path / "published"
-    for result, out_dir in ((ingest, params.data.out_dir), (featurize, params.featurize.out_dir)):
-        target = published / out_dir
-        for name, content in _stage_files(result).items():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(content)
+    publish_data(RunContext(params=params, root=published), ingest, featurize)   # as the pipeline does
     data_dir = published / committed["path"]
     assert data_dir.is_dir(), f"params.yaml's out_dirs are not under {committed['path']}/ as data.dvc expects"
 
