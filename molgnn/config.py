@@ -120,9 +120,12 @@ Str = Annotated[str, Strict()]
 StrList = Annotated[list[Str], BeforeValidator(_one_as_list)]
 Amp = Literal["bf16", "fp16"]
 
+
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
 SCHEDULERS = ("plateau", "cosine", "cosine-time")                 # molgnn.train.finetune.SCHEDULERS
-GUIDANCE_PROPERTIES = ("qed", "logp", "sa", "mol_weight")        # molgnn.generate.guidance.PROPERTIES
+# What guidance can steer: the names of molgnn.chem.properties.PROPERTIES (a test keeps them equal; not
+# imported here, since config must load without RDKit, as on the GPU machines).
+GUIDANCE_PROPERTIES = ("qed", "sa", "logp", "mol_weight", "heavy_atoms")
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 

@@ -333,3 +333,10 @@ def test_cli_run_does_not_import_prefect_for_a_bad_config(tmp_path):
     assert proc.stdout.split() == ["2", "False", "False"], proc.stderr
     assert "device = 'gpu': expected auto, cpu, cuda or cuda:N" in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_guidance_properties_are_the_registry_names():
+    from molgnn.chem.properties import PROPERTIES
+    from molgnn.config import GUIDANCE_PROPERTIES
+
+    assert set(GUIDANCE_PROPERTIES) == set(PROPERTIES)
