@@ -150,6 +150,21 @@ def _screen_two_tier(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from molgnn.report.attribution import explain_to_folder
+    from molgnn.train.checkpoints import load_checkpoint
+
+    models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
+    if not models or not models[0].is_file():
+        raise FileNotFoundError(f"no fine-tuned models at {args.models}: run `molgnn run` first or pass --models")
+    res = explain_to_folder(args.smiles, [load_checkpoint(m) for m in models], Path(args.out), target=args.target,
+                            seed=args.seed, timeout_s=args.timeout, device=args.device)
+    for e in res.explanations:
+        print(f"{e.smiles}: " + ", ".join(f"{t} = {v:.4g}" for t, v in zip(e.targets, e.prediction)))
+    print(f"{len(res.explanations)} molecules: attributions -> {res.csv_path}, {len(res.images)} images -> {args.out}")
+    return 0
+
+
 def cmd_schedule(args) -> int:
     from flows.schedule import serve_pipeline
 
@@ -249,6 +264,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--uncertain-k", type=int, default=100,
                    help="with --fast-tier: most uncertain other 2D molecules re-predicted in 3D")
     s.set_defaults(func=cmd_screen)
+
+    x = sub.add_parser("explain", help="draw per-atom attributions of the ensemble's prediction on each molecule")
+    x.add_argument("smiles", nargs="+")
+    x.add_argument("--out", required=True, help="folder: attributions.csv + mol_<k>_<target>.png/.svg")
+    x.add_argument("--models", default="runs/latest/finetune",
+                   help="a folder of member_*.pt or one checkpoint (default: the newest finished run's)")
+    x.add_argument("--target", help="target to draw (default: the model's first); the CSV has all")
+    x.add_argument("--timeout", type=float, default=10.0, help="conformer time limit per molecule (s)")
+    x.add_argument("--seed", type=int, default=0, help="conformer seed (the screen's default: same structure)")
+    x.add_argument("--device", default="cpu")
+    x.set_defaults(func=cmd_explain)
 
     c = sub.add_parser("schedule", help="serve the pipeline on a cron schedule from a Prefect server")
     c.add_argument("--cron", required=True, help='e.g. "0 2 * * *" (02:00 every day)')

@@ -251,6 +251,10 @@ class FinetuneConfig:
     aggregation: dict[Str, Literal["sum", "mean"]] | None = None  # per target; None: each target's default
     head_hidden: PosInt | None = None                # property head width; None: the encoder's
     head_layers: PosInt = 2
+    # per target: auto (binary classification when every label is 0 or 1, else regression) | regression |
+    # classification; None: auto for every target
+    task_types: dict[Str, Literal["auto", "regression", "classification"]] | None = None
+    class_weighting: Literal["none", "balanced"] = "none"  # classification loss: balanced weighs classes n / (2 n_c)
 
     TRAIN_OPTIONS: ClassVar[tuple[str, ...]] = (
         "scheduler", "lr_patience", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "time_budget_s",
@@ -273,6 +277,10 @@ class FinetuneConfig:
         if unknown:
             problems.append(("aggregation", self.aggregation, f"keys among the targets {self.targets} "
                                                               f"({unknown} are not)"))
+        unknown = sorted(set(self.task_types or {}) - set(self.targets))
+        if unknown:
+            problems.append(("task_types", self.task_types, f"keys among the targets {self.targets} "
+                                                            f"({unknown} are not)"))
         _check(problems)
 
 

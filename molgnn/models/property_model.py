@@ -28,6 +28,8 @@ DEFAULT_AGGREGATION: dict[str, str] = {
     "u0_atom": "sum", "u_atom": "sum", "h_atom": "sum", "g_atom": "sum",
 }
 AGGREGATIONS = ("sum", "mean")
+REGRESSION, CLASSIFICATION = "regression", "classification"
+TASK_TYPES = (REGRESSION, CLASSIFICATION)
 
 
 class CheckpointMismatchError(ValueError):
@@ -52,13 +54,19 @@ class PropertyModel(nn.Module):
 
     def __init__(self, model_cfg: ModelConfig | Mapping[str, Any], targets: Sequence[str], *,
                  aggregation: Mapping[str, str] | None = None, head_hidden: int | None = None,
-                 head_layers: int = 2):
+                 head_layers: int = 2, task_types: Mapping[str, str] | None = None):
         super().__init__()
         if not targets or len(set(targets)) != len(targets):
             raise ValueError(f"targets must be a non-empty list of distinct names, got {list(targets)}")
         self.model_cfg = model_config_dict(model_cfg)
         self.targets = list(targets)
-        self.aggregation = resolve_aggregation(self.targets, aggregation)
+        self.task_types = {t: (task_types or {}).get(t, REGRESSION) for t in self.targets}
+        bad = {t: k for t, k in self.task_types.items() if k not in TASK_TYPES}
+        if bad or set(task_types or {}) - set(self.targets):
+            raise ValueError(f"task_types must map targets {self.targets} to one of {TASK_TYPES}, got {task_types}")
+        # a classification head's logit is the mean of per-atom logits unless aggregation says otherwise
+        overrides = {t: "mean" for t, k in self.task_types.items() if k == CLASSIFICATION}
+        self.aggregation = resolve_aggregation(self.targets, {**overrides, **dict(aggregation or {})})
         self.head_hidden = head_hidden
         self.head_layers = head_layers
         n = self.model_cfg["n_atom_basis"]
@@ -70,17 +78,21 @@ class PropertyModel(nn.Module):
         self.register_buffer("atom_ref", torch.zeros(N_EMBEDDINGS, len(self.targets)))
         self.register_buffer("is_sum", torch.tensor([self.aggregation[t] == "sum" for t in self.targets]),
                              persistent=False)
+        self.register_buffer("is_classification",
+                             torch.tensor([self.task_types[t] == CLASSIFICATION for t in self.targets]),
+                             persistent=False)
 
     @property
     def hparams(self) -> dict[str, Any]:
         return {"model": dict(self.model_cfg), "targets": list(self.targets),
                 "aggregation": dict(self.aggregation), "head_hidden": self.head_hidden,
-                "head_layers": self.head_layers}
+                "head_layers": self.head_layers, "task_types": dict(self.task_types)}
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> "PropertyModel":
         return cls(hparams["model"], hparams["targets"], aggregation=hparams["aggregation"],
-                   head_hidden=hparams.get("head_hidden"), head_layers=hparams.get("head_layers", 2))
+                   head_hidden=hparams.get("head_hidden"), head_layers=hparams.get("head_layers", 2),
+                   task_types=hparams.get("task_types"))  # checkpoints before task types: all regression
 
     @property
     def cutoff(self) -> float:
@@ -112,7 +124,8 @@ class PropertyModel(nn.Module):
         self.encoder.load_state_dict(state, strict=True)
 
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Predictions ``[n_molecules, n_targets]`` in the targets' physical units."""
+        """Predictions ``[n_molecules, n_targets]`` in the targets' physical units; logits for
+        classification targets (:meth:`outputs` turns them into probabilities)."""
         q, _ = encode(self.encoder, batch)
         per_atom = torch.cat([head(q) for head in self.heads], dim=-1) * self.target_std + self.target_mean
         per_atom = per_atom + self.atom_ref[batch[props.Z]]
@@ -120,6 +133,12 @@ class PropertyModel(nn.Module):
         summed = torch.zeros(n_atoms.numel(), per_atom.shape[1], dtype=per_atom.dtype, device=per_atom.device)
         summed.index_add_(0, batch[props.idx_m], per_atom)
         return torch.where(self.is_sum, summed, summed / n_atoms.unsqueeze(-1).to(summed.dtype))
+
+    def outputs(self, raw: torch.Tensor) -> torch.Tensor:
+        """What is reported: ``forward``'s values with classification logits as probabilities."""
+        if not bool(self.is_classification.any()):
+            return raw
+        return torch.where(self.is_classification.to(raw.device), torch.sigmoid(raw), raw)
 
 
 def _labels(dataset: AtomisticDataset, idx: torch.Tensor, targets: Sequence[str]) -> torch.Tensor:
@@ -192,12 +211,13 @@ def target_statistics(dataset: AtomisticDataset, indices: np.ndarray, targets: S
 @torch.no_grad()
 def predict_properties(model: PropertyModel, dataset: AtomisticDataset, indices: np.ndarray | None = None, *,
                        batch_size: int = 256, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Predictions ``[len(indices), n_targets]`` (CPU) in the order of ``indices`` (default: all)."""
+    """Predictions ``[len(indices), n_targets]`` (CPU) in the order of ``indices`` (default: all);
+    probabilities for classification targets."""
     indices = np.arange(len(dataset)) if indices is None else np.asarray(indices, dtype=np.int64)
     was_training = model.training
     model.eval()
     try:
-        out = [model(b).cpu() for b in iterate_batches(dataset, indices, batch_size=batch_size,
+        out = [model.outputs(model(b)).cpu() for b in iterate_batches(dataset, indices, batch_size=batch_size,
                                                         cutoff=model.cutoff, device=device)]
     finally:
         model.train(was_training)

@@ -198,11 +198,25 @@ def _finetune(b: _Builder) -> None:
     b.add(b.runs_line("finetune") + f" — init `{r.info.get('init', '?')}`, split `{r.info.get('split', '?')}` "
           f"({fmt(m.get('n_train'))} train / {fmt(m.get('n_val'))} val / {fmt(m.get('n_test'))} test).",
           b.cached_note("finetune"))
-    rows = []
-    for t in units:
-        rows.append([t, units.get(t) or "–", fmt(m.get(H.test_metric("mae", t))),
-                     fmt(m.get(H.test_metric("rmse", t))), fmt(m.get(H.test_metric("r2", t)))])
-    b.add("Test-split errors (in the target's unit):", table(["target", "unit", "MAE", "RMSE", "R²"], rows))
+    types = r.info.get("task_types", {})  # runs before task types: every target was regression
+    why = r.info.get("task_type_reasons", {})
+    regression = [t for t in units if types.get(t, "regression") == "regression"]
+    classified = [t for t in units if types.get(t) == "classification"]
+    b.add("Task types: " + ", ".join(f"`{t}` {types.get(t, 'regression')}" + (f" ({why[t]})" if t in why else "")
+                                     for t in units) + ".")
+    if regression:
+        rows = [[t, "regression", units.get(t) or "–", fmt(m.get(H.test_metric("mae", t))),
+                 fmt(m.get(H.test_metric("rmse", t))), fmt(m.get(H.test_metric("r2", t)))] for t in regression]
+        b.add("Test-split errors (in the target's unit):",
+              table(["target", "type", "unit", "MAE", "RMSE", "R²"], rows))
+    if classified:
+        names = ("roc_auc", "pr_auc", "ece")
+        rows = [[t, "classification", *(fmt(m.get(H.test_metric(k, t))) for k in names)] for t in classified]
+        if len(classified) > 1:
+            rows.append(["mean over tasks", "", *(fmt(m.get(H.test_average(k))) for k in names)])
+        b.add("Test-split classification scores (ensemble-mean probability; ECE over 10 bins):",
+              table(["target", "type", "ROC-AUC", "PR-AUC", "ECE"], rows))
+    units_all, units = units, {t: units[t] for t in regression}  # calibration and parity: regression only
     if any(H.calib_metric(H.CALIB_SCALE, t) in m for t in units):
         def calib(name: str, t: str):
             return m.get(H.calib_metric(name, t))

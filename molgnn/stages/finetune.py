@@ -15,6 +15,7 @@ import pandas as pd
 
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
+from molgnn.models.property_model import CLASSIFICATION
 from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key
 from molgnn.train import history_keys
 
@@ -87,7 +88,10 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         with atomic_path(preds_path) as tmp:
             ens.test_predictions.to_csv(tmp, index=False)
         outputs["test_predictions"] = str(preds_path)
-        calib = _calibration(ens, structs, targets, val_idx, cfg.targets, ctx.device)
+        types = ens.task_types
+        regression = [t for t in cfg.targets if types[t] != CLASSIFICATION]
+        # the std-scale calibration is of regression intervals; classification is scored by ECE
+        calib = _calibration(ens, structs, targets, val_idx, regression, ctx.device) if regression else {}
         calib_path = out_dir / CALIBRATION_FILE
         with atomic_path(calib_path) as tmp:
             tmp.write_text(json.dumps(calib, indent=2))
@@ -102,6 +106,10 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
             for name, value in vals.items():
                 metrics[history_keys.test_metric(name, target)] = value
         H = history_keys
+        classified = [t for t in cfg.targets if types[t] == CLASSIFICATION]
+        for name in ("roc_auc", "pr_auc", "ece"):  # averaged over the classification tasks
+            if classified:
+                metrics[H.test_average(name)] = float(np.nanmean([ens.test_metrics[t][name] for t in classified]))
         for target, rep in calib.items():
             metrics[H.calib_metric(H.CALIB_SPEARMAN, target)] = rep["spearman_std_abs_error"]
             metrics[H.calib_metric(H.CALIB_SCALE, target)] = rep["scale"]
@@ -115,15 +123,17 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                                  "split": cfg.split, "device": ctx.device,
                                  "n_unlabelled_or_unstructured": int(len(molecules) - len(data)),
                                  # multiply each target's ensemble std by this for calibrated intervals
-                                 "std_scale": {t: calib[t]["scale"] for t in cfg.targets}})
+                                 "std_scale": {t: calib[t]["scale"] for t in regression},
+                                 "task_types": types, "task_type_reasons": ens.task_reasons})
 
     def log(run, result: StageResult) -> None:
         from molgnn.report.plots import learning_curve, parity
 
         preds = pd.read_csv(result.path("test_predictions"))
+        types = result.info.get("task_types", {})
         for target in cfg.targets:
             sub = preds[preds["target"] == target].dropna(subset=["y_true"])
-            if len(sub):
+            if len(sub) and types.get(target) != CLASSIFICATION:
                 unit = result.info["units"].get(target, "")
                 run.log_figure(parity(sub["y_true"], sub["y_pred"], target, unit), f"parity_{target}.png")
         histories = json.loads(result.path("history").read_text())
