@@ -340,3 +340,17 @@ def test_guidance_properties_are_the_registry_names():
     from molgnn.config import GUIDANCE_PROPERTIES
 
     assert set(GUIDANCE_PROPERTIES) == set(PROPERTIES)
+
+
+def test_task_types_are_typed_and_their_keys_are_targets():
+    p = from_dict({"finetune": {"targets": ["toxic", "logS"], "task_types": {"toxic": "classification"},
+                                "class_weighting": "balanced"}, "screen": {"rank_by": "toxic"}})
+    assert p.finetune.task_types == {"toxic": "classification"} and p.finetune.class_weighting == "balanced"
+    assert from_dict({}).finetune.task_types is None and from_dict({}).finetune.class_weighting == "none"
+    assert "finetune.task_types = {'tox': 'classification'}: expected keys among the targets" in str(
+        _error({"finetune": {"targets": ["toxic"], "task_types": {"tox": "classification"}},
+                "screen": {"rank_by": "toxic"}}))
+    assert "finetune.task_types.gap = 'binary': expected one of 'auto', 'regression' or 'classification'" in str(
+        _error({"finetune": {"task_types": {"gap": "binary"}}}))
+    assert "finetune.class_weighting = 'weighted': expected one of 'none' or 'balanced'" in str(
+        _error({"finetune": {"class_weighting": "weighted"}}))

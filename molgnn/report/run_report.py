@@ -216,7 +216,7 @@ def _finetune(b: _Builder) -> None:
             rows.append(["mean over tasks", "", *(fmt(m.get(H.test_average(k))) for k in names)])
         b.add("Test-split classification scores (ensemble-mean probability; ECE over 10 bins):",
               table(["target", "type", "ROC-AUC", "PR-AUC", "ECE"], rows))
-    units_all, units = units, {t: units[t] for t in regression}  # calibration and parity: regression only
+    units = {t: units[t] for t in regression}  # calibration and parity: regression targets only
     if any(H.calib_metric(H.CALIB_SCALE, t) in m for t in units):
         def calib(name: str, t: str):
             return m.get(H.calib_metric(name, t))

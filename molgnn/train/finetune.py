@@ -1,8 +1,10 @@
 """Supervised fine-tuning of the property model, single seed or as a seed ensemble.
 
 Loss: MSE of residuals divided by each target's training-set std (so targets weigh equally), over
-labelled entries only (NaN labels are masked). Model selection: early stopping on the validation
-score (mean over targets of MAE / std), keeping the best-validation weights.
+labelled entries only (NaN labels are masked); binary classification targets (molgnn.train.tasks)
+contribute BCE-with-logits on their labelled entries instead. Model selection: early stopping on the
+validation score (mean over targets of MAE / std for regression, 1 - ROC-AUC for classification),
+keeping the best-validation weights.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ from torchmetrics.functional import mean_absolute_error, mean_squared_error, r2_
 from molgnn.config import FinetuneConfig, ModelConfig
 from molgnn.data import schema
 from molgnn.featurize.atomistic import AtomisticDataset, DeviceBatcher, iterate_batches
-from molgnn.models.property_model import (PropertyModel, element_counts, fit_atom_refs, predict_properties,
-                                          target_statistics)
+from molgnn.models.property_model import (CLASSIFICATION, PropertyModel, element_counts, fit_atom_refs,
+                                          predict_properties, target_statistics)
 from molgnn.train import history_keys as H
+from molgnn.train import tasks
 from molgnn.train.checkpoints import checkpoint_from_model
 from molgnn.train.cuda_graph_step import GraphedStep
 from molgnn.train.pretrain import LogFn, TrainingDivergedError, as_dataset, sync
@@ -46,10 +49,12 @@ class FinetuneResult:
     checkpoint: dict[str, Any]
     history: list[dict[str, float]]
     test_metrics: dict[str, dict[str, float]]   # {target: {mae, rmse, r2, n}} physical units
-    val_metrics: dict[str, dict[str, float]]
-    test_predictions: pd.DataFrame              # mol_id, target, y_true, y_pred
+    val_metrics: dict[str, dict[str, float]]    # classification: {roc_auc, pr_auc, ece, brier, accuracy, n}
+    test_predictions: pd.DataFrame              # mol_id, target, y_true, y_pred (probability if classification)
     completed: bool = True                      # False: max_seconds ended first; resume from state_path
     train_seconds: float = math.nan             # training wall-clock so far, resumed calls included
+    task_types: dict[str, str] = dataclasses.field(default_factory=dict)  # target: regression | classification
+    task_reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # why (declared, auto: ...)
 
 
 @dataclass
@@ -57,6 +62,14 @@ class EnsembleResult:
     members: list[FinetuneResult]
     test_metrics: dict[str, dict[str, float]]   # of the ensemble mean
     test_predictions: pd.DataFrame              # mol_id, target, y_true, y_pred (mean), y_std
+
+    @property
+    def task_types(self) -> dict[str, str]:
+        return dict(self.members[0].task_types)
+
+    @property
+    def task_reasons(self) -> dict[str, str]:
+        return dict(self.members[0].task_reasons)
 
     @property
     def checkpoints(self) -> list[dict[str, Any]]:
@@ -115,8 +128,26 @@ def _labels(dataset: AtomisticDataset, targets: Sequence[str]) -> torch.Tensor:
     return dataset.targets[:, cols].cpu().double()
 
 
-def _metrics(y_true: torch.Tensor, y_pred: torch.Tensor, targets: Sequence[str]) -> dict[str, dict[str, float]]:
-    return {t: regression_metrics(y_true[:, k], y_pred[:, k]) for k, t in enumerate(targets)}
+def _metrics(y_true: torch.Tensor, y_pred: torch.Tensor, targets: Sequence[str],
+             task_types: Mapping[str, str] | None = None) -> dict[str, dict[str, float]]:
+    """Per target: regression metrics, or classification metrics of probabilities ``y_pred``."""
+    types = task_types or {}
+    return {t: (tasks.classification_metrics(y_true[:, k], y_pred[:, k]) if types.get(t) == CLASSIFICATION
+                else regression_metrics(y_true[:, k], y_pred[:, k])) for k, t in enumerate(targets)}
+
+
+def _val_score(y_true: torch.Tensor, y_pred: torch.Tensor, metrics: Mapping[str, Mapping[str, float]],
+               targets: Sequence[str], types: Mapping[str, str], scale: torch.Tensor) -> float:
+    """Mean over targets of MAE / scale (regression) and 1 - ROC-AUC (classification; the mean BCE
+    where the validation labels hold one class only, so that the score stays defined)."""
+    parts = []
+    for k, t in enumerate(targets):
+        if types.get(t) == CLASSIFICATION:
+            auc = metrics[t]["roc_auc"]
+            parts.append(1.0 - auc if math.isfinite(auc) else tasks.bce(y_true[:, k], y_pred[:, k]))
+        else:
+            parts.append(metrics[t]["mae"] / float(scale[k]))
+    return float(np.nanmean(parts))
 
 
 def _long_predictions(mol_ids: np.ndarray, targets: Sequence[str], y_true: torch.Tensor,
@@ -229,16 +260,27 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     if dist.world > 1 and len(train_idx) < dist.world:
         raise SplitError(f"{len(train_idx)} training molecules cannot be shared by {dist.world} ranks")
 
+    types, reasons = tasks.resolve_task_types(labels, targets, getattr(finetune_cfg, "task_types", None))
+    if dist.rank == 0:
+        tasks.log_task_types(types, reasons)
+    classify = [types[t] == CLASSIFICATION for t in targets]
+    if any(classify) and cuda_graphs:
+        raise ValueError("cuda_graphs=True does not support classification targets yet "
+                         f"({[t for t, c in zip(targets, classify) if c]})")
+
     torch.manual_seed(seed)
     model = PropertyModel(model_cfg, targets, aggregation=aggregation, head_hidden=head_hidden,
-                          head_layers=head_layers)
+                          head_layers=head_layers, task_types=types)
     y_train = labels[train_idx]
     ref = None
     if atom_refs and any(a == "sum" for a in model.aggregation.values()):
         ref = fit_atom_refs(dataset, train_idx, targets, model.aggregation)
         model.set_atom_refs(ref)
         y_train = y_train - element_counts(dataset, train_idx) @ ref  # the part the network must learn
-    model.set_target_stats(*target_statistics(dataset, train_idx, targets, model.aggregation, ref))
+    mean, std = target_statistics(dataset, train_idx, targets, model.aggregation, ref)
+    is_cls = torch.tensor(classify)
+    # a classification head predicts the logit itself: no standardization
+    model.set_target_stats(torch.where(is_cls, 0.0, mean), torch.where(is_cls, 1.0, std))
     if pretrained is not None:
         model.load_encoder(pretrained)
     model.to(device)
@@ -261,6 +303,9 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
     order_gen = torch.Generator().manual_seed(seed)
     scale_dev = scale.to(device)
+    is_cls_dev = is_cls.to(device)
+    class_w = tasks.class_weights(y_train, types, targets,
+                                  getattr(finetune_cfg, "class_weighting", "none")).to(device)
     history: list[dict[str, float]] = []
     best_score, best_epoch, best_state = math.inf, 0, _snapshot(model)
     epoch, start_step, global_step, spent = 1, 0, 0, 0.0
@@ -368,7 +413,12 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
                 y = torch.stack([batch[t] for t in targets], dim=-1).to(torch.float32)
                 with autocast:
                     pred = forward(batch)
-                loss = masked_scaled_mse(pred.float(), y, scale_dev, check=check_every == 1)
+                if any(classify):
+                    if check_every == 1 and not bool((~torch.isnan(y)).any()):
+                        raise ValueError("batch has no labelled entries")
+                    loss = tasks.masked_task_loss(pred.float(), y, scale_dev, is_cls_dev, class_w)
+                else:
+                    loss = masked_scaled_mse(pred.float(), y, scale_dev, check=check_every == 1)
             if check_every and (step + 1) % check_every == 0:
                 value = float(loss.detach())
                 if not math.isfinite(value):
@@ -423,13 +473,15 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         score = math.nan
         if evaluate:
             val_pred = predict_properties(model, dataset, val_idx, batch_size=eval_batch_size, device=device)
-            val_m = _metrics(labels[val_idx], val_pred, targets)
-            score = float(np.nanmean([val_m[t]["mae"] / float(scale[k]) for k, t in enumerate(targets)]))
+            val_m = _metrics(labels[val_idx], val_pred, targets, types)
+            score = _val_score(labels[val_idx], val_pred, val_m, targets, types, scale)
             score = float(_all_sum(dist, torch.tensor(score, device=device), device)) / dist.world
-            metrics.update({H.VAL_SCORE: score, **{H.val_mae(t): val_m[t]["mae"] for t in targets}})
+            metrics.update({H.VAL_SCORE: score, **{H.val_mae(t): val_m[t]["mae"] for t in targets if "mae" in val_m[t]},
+                            **{H.val_roc_auc(t): val_m[t]["roc_auc"] for t in targets if "roc_auc" in val_m[t]}})
             if eval_test and len(test_idx):
                 test_pred = predict_properties(model, dataset, test_idx, batch_size=eval_batch_size, device=device)
-                metrics.update({H.test_mae(t): m["mae"] for t, m in _metrics(labels[test_idx], test_pred, targets).items()})
+                metrics.update({H.test_mae(t): m["mae"]
+                                for t, m in _metrics(labels[test_idx], test_pred, targets, types).items() if "mae" in m})
             if scheduler == "plateau":
                 sched.step(score)
         if scheduler == "cosine":
@@ -458,15 +510,15 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
     model.load_state_dict(best_state)
     val_pred = predict_properties(model, dataset, val_idx, batch_size=eval_batch_size, device=device)
     test_pred = predict_properties(model, dataset, test_idx, batch_size=eval_batch_size, device=device)
-    val_metrics = _metrics(labels[val_idx], val_pred, targets)
-    test_metrics = _metrics(labels[test_idx], test_pred, targets)
+    val_metrics = _metrics(labels[val_idx], val_pred, targets, types)
+    test_metrics = _metrics(labels[test_idx], test_pred, targets, types)
     ckpt = checkpoint_from_model(
         model, seed=seed, init="pretrained" if pretrained is not None else "scratch", best_epoch=best_epoch,
         finetune_config=dataclasses.asdict(finetune_cfg), val_metrics=val_metrics, test_metrics=test_metrics,
         history=history)
     return FinetuneResult(ckpt, history, test_metrics, val_metrics,
                           _long_predictions(dataset.mol_ids[test_idx], targets, labels[test_idx], test_pred),
-                          completed=completed, train_seconds=total_spent())
+                          completed=completed, train_seconds=total_spent(), task_types=types, task_reasons=reasons)
 
 
 def finetune_ensemble(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFrame | None, split: Any,
@@ -493,7 +545,7 @@ def finetune_ensemble(structures: pd.DataFrame | AtomisticDataset, targets_df: p
     targets = list(finetune_cfg.targets)
     t = len(targets)
     y_true = torch.tensor(table["y_true"].to_numpy()).reshape(-1, t)
-    metrics = _metrics(y_true, mean.reshape(-1, t), targets)
+    metrics = _metrics(y_true, mean.reshape(-1, t), targets, members[0].task_types)
     return EnsembleResult(members, metrics, table)
 
 

@@ -21,6 +21,7 @@ ELAPSED_SECONDS = "elapsed_seconds"            # training seconds so far, across
 WARMUP_SECONDS = "warmup_seconds"              # compile / CUDA-graph capture time within the epoch
 CUDA_GRAPHS_CAPTURED = "cuda_graphs_captured"
 VAL_MAE_PREFIX = "val_mae_"
+VAL_ROC_AUC_PREFIX = "val_roc_auc_"            # classification targets (molgnn.train.tasks)
 TEST_MAE_PREFIX = "test_mae_"
 
 # pretraining (molgnn.train.pretrain)
@@ -34,6 +35,16 @@ EHT_LOSS = "eht_loss"                          # only when the extended-Hückel 
 def val_mae(target: str) -> str:
     """History key of one target's validation MAE, e.g. ``val_mae_gap``."""
     return VAL_MAE_PREFIX + target
+
+
+def val_roc_auc(target: str) -> str:
+    """History key of one classification target's validation ROC-AUC, e.g. ``val_roc_auc_toxic``."""
+    return VAL_ROC_AUC_PREFIX + target
+
+
+def test_average(metric: str) -> str:
+    """Fine-tuning stage metric averaged over the classification targets, e.g. ``test_roc_auc_avg``."""
+    return f"test_{metric}_avg"
 
 
 def test_mae(target: str) -> str:
@@ -68,7 +79,7 @@ def _present(history: Sequence[Mapping[str, object]], keys: Iterable[str]) -> li
 def finetune_curve_keys(history: Sequence[Mapping[str, object]]) -> list[str]:
     """What the fine-tuning learning curve draws: the training loss and each target's validation
     MAE found in ``history`` (in the order they first appear)."""
-    targets = dict.fromkeys(k for h in history for k in h if k.startswith(VAL_MAE_PREFIX))
+    targets = dict.fromkeys(k for h in history for k in h if k.startswith((VAL_MAE_PREFIX, VAL_ROC_AUC_PREFIX)))
     return [TRAIN_LOSS, *targets]
 
 
