@@ -102,15 +102,52 @@ def cmd_screen(args) -> int:
     checkpoints = [load_checkpoint(m) for m in models]
     rank_by = args.rank_by or next(iter(checkpoints[0].get("target_stats", {})), None)
     std_scale = _std_scales(args.calibration, models[0].parent)
+    conformal = _conformal(args.calibration, models[0].parent)
+    domain = _domain(models[0].parent)
     res = screen_file(args.inputs, Path(args.out), checkpoints, rank_by=rank_by,
                       descending=not args.ascending, smiles_column=args.smiles_column, seed=args.seed,
-                      timeout_s=args.timeout, workers=args.workers, device=args.device, std_scale=std_scale)
+                      timeout_s=args.timeout, workers=args.workers, device=args.device, std_scale=std_scale,
+                      conformal=conformal, domain=domain,
+                      rank_out_of_domain_last=not args.no_rank_out_of_domain_last)
+    if conformal:
+        print("conformal 90% intervals (<target>_low90/_high90) for " + ", ".join(conformal))
+    if domain is None:
+        print(f"no applicability domain beside {models[0]} (a model from before domains were saved): "
+              "no domain check was possible, in_domain and domain_reason are empty")
+    elif res.n_ranked:
+        import pandas as pd
+        from molgnn.screen.domain import domain_summary
+
+        counts = domain_summary(pd.read_csv(res.predictions_path))
+        print(f"applicability domain: {counts['n_in_domain']} in, {counts['n_out_of_domain']} out ("
+              + ", ".join(f"{k[len('n_out_of_domain_'):]} {v}" for k, v in counts.items()
+                          if k.startswith("n_out_of_domain_") and v) + ")"
+              + ("; out-of-domain ranked last" if not args.no_rank_out_of_domain_last else ""))
     if std_scale:
         print("calibrated 95% intervals (std scale " +
               ", ".join(f"{t} x{s:.2f}" for t, s in std_scale.items()) + ")")
     print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked by {rank_by} -> {res.predictions_path}, "
           f"{res.n_rejected} rejected -> {res.rejects_path}")
     return 0
+
+
+def _conformal(choice: str, models_dir: Path) -> dict:
+    """Per-target split-conformal 90 % intervals from the same calibration.json as ``--calibration``."""
+    from molgnn.screen.calibration import load_conformal
+    from molgnn.stages.finetune import CALIBRATION_FILE
+
+    if choice == "none":
+        return {}
+    path = models_dir / CALIBRATION_FILE if choice == "auto" else Path(choice)
+    return load_conformal(path) if path.is_file() else {}
+
+
+def _domain(models_dir: Path):
+    """The applicability domain saved beside the models, or None (older model folders have none)."""
+    from molgnn.screen.domain import DOMAIN_FILE, load_domain
+
+    path = models_dir / DOMAIN_FILE
+    return load_domain(path) if path.is_file() else None
 
 
 def _std_scales(choice: str, models_dir: Path) -> dict[str, float]:
@@ -253,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(auto: the one beside --models if present; none: raw ensemble spread only)")
     s.add_argument("--rank-by", help="target to rank by (default: the model's first target)")
     s.add_argument("--ascending", action="store_true")
+    s.add_argument("--no-rank-out-of-domain-last", action="store_true",
+                   help="rank by the score alone (default: molecules outside the training domain, "
+                        "in_domain false, rank after every molecule inside it)")
     s.add_argument("--smiles-column")
     s.add_argument("--timeout", type=float, default=10.0, help="conformer time limit per molecule (s)")
     s.add_argument("--workers", type=int)

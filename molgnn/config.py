@@ -383,6 +383,7 @@ class FilterConfig:
 class ScreenConfig:
     rank_by: Str = "gap"
     descending: Bool = True
+    rank_out_of_domain_last: Bool = True   # never rank a molecule outside the training domain above one inside
 
 
 @_section

@@ -319,6 +319,7 @@ def _screen(b: _Builder, top_k: int) -> None:
     b.add(b.runs_line("screen") + f" — {fmt(m.get('n_candidates'))} candidates, {fmt(m.get('n_ranked'))} ranked, "
           f"{fmt(m.get('n_rejected'))} rejected (each with its reason in `candidates.rejects.csv`).",
           b.cached_note("screen"))
+    _domain_counts(b, m)
     preds = _read_csv(r.outputs.get("predictions"))
     if preds is None or not len(preds):
         b.add("_No candidate was ranked._")
@@ -335,7 +336,11 @@ def _screen(b: _Builder, top_k: int) -> None:
         headers.append(f"{t} (mean ± std)")
         if f"{t}_low95" in preds.columns:
             headers.append(f"{t} 95 % interval")
+        if f"{t}_low90" in preds.columns:
+            headers.append(f"{t} 90 % conformal")
     headers += ["QED", "SA", "generator run", "data md5", "property-model run"]
+    if "domain_reason" in preds.columns:
+        headers.append("domain")
     rows = []
     for rec in preds.head(top_k).to_dict("records"):
         row = [rec.get("rank"), f"`{rec.get(schema.SMILES)}`", rec.get("generator", "–")]
@@ -343,10 +348,37 @@ def _screen(b: _Builder, top_k: int) -> None:
             row.append(f"{fmt(rec.get(f'{t}_mean'))} ± {fmt(rec.get(f'{t}_std'), 2)}")
             if f"{t}_low95" in preds.columns:
                 row.append(f"[{fmt(rec.get(f'{t}_low95'))}, {fmt(rec.get(f'{t}_high95'))}]")
+            if f"{t}_low90" in preds.columns:
+                row.append(f"[{fmt(rec.get(f'{t}_low90'))}, {fmt(rec.get(f'{t}_high90'))}]")
         row += [fmt(rec.get(QED)), fmt(rec.get(SA)), code(_str(rec.get("generator_run"))),
                 code(_str(rec.get("data_md5"))), code(_str(rec.get("property_model_run")))]
+        if "domain_reason" in preds.columns:
+            row.append(_domain_cell(rec))
         rows.append(row)
     b.add(table(headers, rows))
+
+
+def _domain_counts(b: _Builder, m: dict) -> None:
+    """The applicability-domain line of the screening section (molgnn.screen.domain.domain_summary)."""
+    if "n_in_domain" not in m:
+        b.add("Applicability domain: not checked (the fine-tune stage saved no domain).")
+        return
+    kinds = {"elements": "elements not seen in training", "size": "heavy-atom count outside the training range",
+             "radical": "radicals", "charged": "charged atoms", "similarity": "low nearest-neighbour similarity"}
+    reasons = ", ".join(f"{fmt(m.get(f'n_out_of_domain_{k}'))} {label}" for k, label in kinds.items()
+                        if m.get(f"n_out_of_domain_{k}"))
+    b.add(f"Applicability domain: {fmt(m['n_in_domain'])} candidates inside the training domain, "
+          f"{fmt(m.get('n_out_of_domain'))} outside" + (f" ({reasons}; a molecule can have several reasons)"
+                                                          if reasons else "")
+          + ". Out-of-domain candidates rank after every in-domain one unless `screen.rank_out_of_domain_last` "
+            "is false; `domain_reason` in the table says why.")
+
+
+def _domain_cell(rec: dict) -> str:
+    verdict = rec.get("in_domain")
+    if verdict is None or (isinstance(verdict, float) and math.isnan(verdict)):
+        return "–"
+    return "in" if str(verdict) == "True" else f"out: {rec.get('domain_reason')}"
 
 
 def _traceability(b: _Builder) -> None:

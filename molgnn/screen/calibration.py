@@ -232,3 +232,102 @@ def add_calibrated_intervals(table, std_scale: Mapping[str, float], level: float
         table[f"{target}_low{pct}"] = table[mean_col] - z * calibrated
         table[f"{target}_high{pct}"] = table[mean_col] + z * calibrated
     return table
+
+
+# --- split-conformal intervals ------------------------------------------------------------------
+CONFORMAL_LEVEL = 0.9
+
+
+def _conformal_sd(sd: np.ndarray, floor: float) -> np.ndarray:
+    return np.maximum(sd, floor)
+
+
+def fit_conformal(y_true, y_pred, y_std, level: float = CONFORMAL_LEVEL) -> dict[str, Any]:
+    """Split-conformal half-width from a calibration (validation) set, marginal coverage >= ``level``
+    for exchangeable data (Vovk et al. 2005; Lei et al. 2018).
+
+    Scores are ``|y - mu| / sigma`` (normalised: wider intervals where the ensemble disagrees) when
+    the ensemble has a spread, else ``|y - mu|``; ``q`` is their ``ceil((n+1) * level) / n``
+    empirical quantile and the interval is ``mu ± q * sigma`` (or ``mu ± q``). Spreads are floored at
+    1e-3 of their median so one near-zero spread cannot make the score infinite.
+
+    >>> c = fit_conformal([1.0, -2.0, 3.0, 0.5], [0.0] * 4, [1.0] * 4, level=0.5)
+    >>> c["q"], c["normalized"], c["n_cal"]
+    (2.0, True, 4)
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"conformal level must lie in (0, 1), got {level}")
+    y, mu, sd = _clean(y_true, y_pred, y_std)
+    n = len(y)
+    normalized = bool(n and (sd > 0).any())
+    floor = float(max(np.median(sd) * 1e-3, _MIN_STD)) if normalized else 0.0
+    if n == 0:
+        return {"level": level, "q": math.nan, "normalized": normalized, "sd_floor": floor, "n_cal": 0}
+    scores = np.abs(y - mu) / (_conformal_sd(sd, floor) if normalized else 1.0)
+    rank = math.ceil((n + 1) * level)
+    # Too few calibration points for this level: the interval is unbounded.
+    q = float(np.sort(scores)[rank - 1]) if rank <= n else math.inf
+    return {"level": level, "q": q, "normalized": normalized, "sd_floor": floor, "n_cal": int(n)}
+
+
+def conformal_bounds(y_pred, y_std, conformal: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) arrays of the conformal interval for predictions ``y_pred`` with spreads ``y_std``."""
+    mu = np.asarray(y_pred, dtype=float)
+    half = float(conformal["q"]) * (_conformal_sd(np.asarray(y_std, dtype=float), float(conformal["sd_floor"]))
+                                    if conformal["normalized"] else 1.0)
+    return mu - half, mu + half
+
+
+def conformal_coverage(y_true, y_pred, y_std, conformal: Mapping[str, Any]) -> tuple[float, float]:
+    """(observed coverage, mean interval width) of ``conformal`` on a held-out set."""
+    y, mu, sd = _clean(y_true, y_pred, y_std)
+    if len(y) == 0 or not math.isfinite(conformal["q"]):
+        return math.nan, math.nan
+    low, high = conformal_bounds(mu, sd, conformal)
+    return float(np.mean((y >= low) & (y <= high))), float(np.mean(high - low))
+
+
+def add_conformal(report: dict[str, dict[str, Any]], test_df, val_df,
+                  level: float = CONFORMAL_LEVEL) -> dict[str, dict[str, Any]]:
+    """Add ``conformal90`` (fitted on ``val_df``) and its test coverage/width to each target's report."""
+    pct = f"{level * 100:g}"
+    for t, rep in report.items():
+        va, te = val_df[val_df["target"] == t], test_df[test_df["target"] == t]
+        conf = fit_conformal(va["y_true"], va["y_pred"], va["y_std"], level)
+        rep[f"conformal{pct}"] = conf
+        cov, width = conformal_coverage(te["y_true"], te["y_pred"], te["y_std"], conf)
+        rep[f"conformal_coverage{pct}_test"] = cov
+        rep[f"conformal_width{pct}_test"] = width
+    return report
+
+
+def load_conformal(path: str | Path, level: float = CONFORMAL_LEVEL) -> dict[str, dict[str, Any]]:
+    """``{target: conformal}`` from a ``calibration.json``; targets without a finite ``q`` (or a report
+    from before conformal intervals) are left out."""
+    import json
+
+    key = f"conformal{level * 100:g}"
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the calibration report {path}: {exc}") from exc
+    out = {}
+    for target, rep in (report.items() if isinstance(report, dict) else ()):
+        conf = rep.get(key) if isinstance(rep, dict) else None
+        if isinstance(conf, dict) and isinstance(conf.get("q"), (int, float)) and math.isfinite(conf["q"]):
+            out[str(target)] = conf
+    return out
+
+
+def add_conformal_intervals(table, conformal: Mapping[str, Mapping[str, Any]]):
+    """Add ``<t>_low90``/``<t>_high90`` (the level each conformal entry states) for targets in ``table``."""
+    for target, conf in conformal.items():
+        mean_col, std_col = f"{target}_mean", f"{target}_std"
+        if mean_col not in table.columns:
+            continue
+        sd = table[std_col].astype(float) if std_col in table.columns else np.zeros(len(table))
+        low, high = conformal_bounds(table[mean_col].astype(float), sd, conf)
+        pct = f"{float(conf['level']) * 100:g}"
+        table[f"{target}_low{pct}"] = low
+        table[f"{target}_high{pct}"] = high
+    return table

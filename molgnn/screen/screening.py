@@ -34,14 +34,21 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
                 timeout_s: float = 10.0, max_iterations: int = 200, workers: int | None = None,
                 max_heavy_atoms: int = 50, device: str = "cpu",
                 extra_columns: pd.DataFrame | None = None,
-                std_scale: dict[str, float] | None = None) -> ScreenResult:
+                std_scale: dict[str, float] | None = None, conformal: dict[str, dict] | None = None,
+                domain=None, rank_out_of_domain_last: bool = True) -> ScreenResult:
     """Predict every kept molecule of ``inputs`` and write them ranked to ``out``.
 
     ``extra_columns`` (indexed like the input rows by (source,row)) are carried through, so callers
     can attach provenance such as the generator that proposed each molecule. ``std_scale`` (per
     target, from the fine-tune stage's calibration report) adds calibrated std and 95 % intervals:
-    a raw ensemble spread is typically over-confident.
+    a raw ensemble spread is typically over-confident. ``conformal`` (per target, from the same
+    report) adds split-conformal 90 % intervals ``<t>_low90``/``<t>_high90``. ``domain``
+    (:class:`molgnn.screen.domain.Domain`, or None for a model folder without one) gives every row
+    ``in_domain`` and ``domain_reason``; with ``rank_out_of_domain_last`` no out-of-domain molecule
+    is ranked above an in-domain one.
     """
+    from molgnn.screen.calibration import add_conformal_intervals
+    from molgnn.screen.domain import domain_columns
     from molgnn.screen.calibration import add_calibrated_intervals
     from molgnn.data.ingest import ingest
     from molgnn.featurize.structures import build_structures
@@ -72,6 +79,9 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
         table = table.merge(extra_columns, on=[schema.SOURCE, schema.ROW], how="left")
     if std_scale:
         table = add_calibrated_intervals(table, std_scale)
+    if conformal:
+        table = add_conformal_intervals(table, conformal)
+    domain_columns(table, domain, schema.SMILES)
     # E(3)-invariant models give enantiomers identical predictions: say where that applies.
     counts = [stereo_counts(smi) for smi in table[schema.SMILES]]
     table["stereocenters"] = [c for c, _ in counts]
@@ -82,6 +92,9 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
                          f"{sorted(c[:-5] for c in table.columns if c.endswith('_mean'))}")
     if len(table):
         table = table.sort_values(score, ascending=not descending, kind="stable").reset_index(drop=True)
+        if domain is not None and rank_out_of_domain_last:
+            # stable: in-domain molecules first, each group still ordered by the score
+            table = table.sort_values("in_domain", ascending=False, kind="stable").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
 
     all_rejects = pd.concat([r for r in rejects if len(r)], ignore_index=True) if any(len(r) for r in rejects) \

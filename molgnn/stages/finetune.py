@@ -96,6 +96,13 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         with atomic_path(calib_path) as tmp:
             tmp.write_text(json.dumps(calib, indent=2))
         outputs["calibration"] = str(calib_path)
+        # What the model has seen, so screening can flag molecules outside it (molgnn.screen.domain).
+        from molgnn.screen.domain import DOMAIN_FILE, fit_domain
+
+        domain = fit_domain(data[schema.SMILES].iloc[np.asarray(train_idx)].tolist(), seed=p.seed)
+        domain_path, domain_fps = domain.save(out_dir / DOMAIN_FILE)
+        outputs["applicability_domain"] = str(domain_path)
+        outputs["applicability_domain_fps"] = str(domain_fps)
         history_path = out_dir / "history.json"
         with atomic_path(history_path) as tmp:
             tmp.write_text(json.dumps([m.history for m in ens.members], indent=2))
@@ -117,6 +124,11 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
             metrics[H.calib_metric(H.CALIB_COVERAGE95, target)] = rep.get("coverage_recal", rep["coverage_raw"])["0.95"]
             metrics[H.calib_metric(H.CALIB_MISCAL_AREA_RAW, target)] = rep["miscalibration_area_raw"]
             metrics[H.calib_metric(H.CALIB_MISCAL_AREA, target)] = rep.get("miscalibration_area_recal", math.nan)
+            if "conformal_coverage90_test" in rep:
+                metrics[H.test_metric("conformal_coverage90", target)] = rep["conformal_coverage90_test"]
+                metrics[H.test_metric("conformal_width90", target)] = rep["conformal_width90_test"]
+        metrics["domain_similarity_threshold"] = domain.similarity_threshold
+        metrics["domain_heavy_atoms_max"] = domain.heavy_atoms_max
         return StageResult(stage="finetune", key=key, out_dir=str(out_dir), outputs=outputs,
                            metrics=metrics,
                            info={"units": {t: units.get(t, "") for t in cfg.targets}, "init": cfg.init,
@@ -124,7 +136,8 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                                  "n_unlabelled_or_unstructured": int(len(molecules) - len(data)),
                                  # multiply each target's ensemble std by this for calibrated intervals
                                  "std_scale": {t: calib[t]["scale"] for t in regression},
-                                 "task_types": types, "task_type_reasons": ens.task_reasons})
+                                 "task_types": types, "task_type_reasons": ens.task_reasons,
+                                 "domain_elements": domain.elements})
 
     def log(run, result: StageResult) -> None:
         from molgnn.report.plots import learning_curve, parity
@@ -158,9 +171,10 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
 
 def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, target_names,
                  device: str) -> dict:
-    """Calibration report per target (molgnn.screen.calibration): the std scale is fitted on the
-    validation split's ensemble predictions and applied to the test split."""
-    from molgnn.screen.calibration import report_from_tables
+    """Calibration report per target (molgnn.screen.calibration): the std scale and the 90 %
+    split-conformal interval are fitted on the validation split's ensemble predictions and applied
+    to the test split."""
+    from molgnn.screen.calibration import add_conformal, report_from_tables
     from molgnn.screen.predict import predict_ensemble
 
     val_idx = np.asarray(val_idx, dtype=np.int64)
@@ -171,7 +185,8 @@ def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, 
                                         "y_true": truth.loc[pred[schema.MOL_ID], t].to_numpy(dtype=float),
                                         "y_pred": pred[f"{t}_mean"], "y_std": pred[f"{t}_std"]})
                           for t in target_names], ignore_index=True)
-    return report_from_tables(ens.test_predictions, val_long, targets=list(target_names))
+    report = report_from_tables(ens.test_predictions, val_long, targets=list(target_names))
+    return add_conformal(report, ens.test_predictions, val_long)
 
 
 def member_checkpoints(result: StageResult) -> list[Path]:
