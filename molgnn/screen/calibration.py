@@ -279,9 +279,10 @@ def conformal_bounds(y_pred, y_std, conformal: Mapping[str, Any]) -> tuple[np.nd
 
 
 def conformal_coverage(y_true, y_pred, y_std, conformal: Mapping[str, Any]) -> tuple[float, float]:
-    """(observed coverage, mean interval width) of ``conformal`` on a held-out set."""
+    """(observed coverage, mean interval width) of ``conformal`` on a held-out set (an unbounded
+    interval, from too small a calibration set, covers everything with infinite width)."""
     y, mu, sd = _clean(y_true, y_pred, y_std)
-    if len(y) == 0 or not math.isfinite(conformal["q"]):
+    if len(y) == 0 or math.isnan(conformal["q"]):
         return math.nan, math.nan
     low, high = conformal_bounds(mu, sd, conformal)
     return float(np.mean((y >= low) & (y <= high))), float(np.mean(high - low))
@@ -302,8 +303,9 @@ def add_conformal(report: dict[str, dict[str, Any]], test_df, val_df,
 
 
 def load_conformal(path: str | Path, level: float = CONFORMAL_LEVEL) -> dict[str, dict[str, Any]]:
-    """``{target: conformal}`` from a ``calibration.json``; targets without a finite ``q`` (or a report
-    from before conformal intervals) are left out."""
+    """``{target: conformal}`` from a ``calibration.json``; targets without a ``q`` (or a report from
+    before conformal intervals) are left out. An infinite ``q`` (fewer than 9 validation molecules at
+    90 %) is kept: its unbounded interval is the honest answer."""
     import json
 
     key = f"conformal{level * 100:g}"
@@ -314,7 +316,7 @@ def load_conformal(path: str | Path, level: float = CONFORMAL_LEVEL) -> dict[str
     out = {}
     for target, rep in (report.items() if isinstance(report, dict) else ()):
         conf = rep.get(key) if isinstance(rep, dict) else None
-        if isinstance(conf, dict) and isinstance(conf.get("q"), (int, float)) and math.isfinite(conf["q"]):
+        if isinstance(conf, dict) and isinstance(conf.get("q"), (int, float)) and not math.isnan(conf["q"]):
             out[str(target)] = conf
     return out
 

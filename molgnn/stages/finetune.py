@@ -126,7 +126,8 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
             metrics[H.calib_metric(H.CALIB_MISCAL_AREA, target)] = rep.get("miscalibration_area_recal", math.nan)
             if "conformal_coverage90_test" in rep:
                 metrics[H.test_metric("conformal_coverage90", target)] = rep["conformal_coverage90_test"]
-                metrics[H.test_metric("conformal_width90", target)] = rep["conformal_width90_test"]
+                if math.isfinite(rep["conformal_width90_test"]):   # unbounded with < 9 validation molecules
+                    metrics[H.test_metric("conformal_width90", target)] = rep["conformal_width90_test"]
         metrics["domain_similarity_threshold"] = domain.similarity_threshold
         metrics["domain_heavy_atoms_max"] = domain.heavy_atoms_max
         return StageResult(stage="finetune", key=key, out_dir=str(out_dir), outputs=outputs,

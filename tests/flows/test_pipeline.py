@@ -69,8 +69,16 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
         scale = first["stages"]["finetune"]["metrics"]["calib_scale_gap"]
         assert preds["gap_std_calibrated"].to_numpy() == pytest.approx(scale * preds["gap_std"].to_numpy())
         assert (preds["gap_low95"] <= preds["gap_mean"]).all() and (preds["gap_mean"] <= preds["gap_high95"]).all()
-        assert preds["gap_mean"].is_monotonic_decreasing
+        # out-of-domain candidates rank after every in-domain one, each group by the score
+        assert preds["in_domain"].is_monotonic_decreasing
+        for _, group in preds.groupby("in_domain"):
+            assert group["gap_mean"].is_monotonic_decreasing
+        assert preds.loc[~preds["in_domain"], "domain_reason"].notna().all()   # every verdict says why
+        assert (preds["gap_low90"] <= preds["gap_mean"]).all() and (preds["gap_mean"] <= preds["gap_high90"]).all()
+        sm = first["stages"]["screen"]["metrics"]
+        assert sm["n_in_domain"] + sm["n_out_of_domain"] == len(preds)
         assert preds["rank"].tolist() == list(range(1, len(preds) + 1))
+    assert 0 <= ft["test_conformal_coverage90_gap"] <= 1 and 0 < ft["domain_similarity_threshold"] < 1
     f = first["stages"]["filter"]["metrics"]
     assert f["n_samples"] == 2 * tiny_params["generate"]["n_samples"]
     # generate.guidance is on in the tiny params: the diffusion stage also draws steered samples
@@ -132,6 +140,18 @@ def test_cli_screen_generate_and_compare_on_the_run(pipeline_run, tmp_path):
     proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "raw.csv"), "--calibration", "none")
     assert proc.returncode == 0, proc.stderr
     assert "gap_std_calibrated" not in pd.read_csv(tmp_path / "raw.csv").columns
+    assert "applicability domain:" in proc.stdout
+    assert {"gap_low90", "gap_high90", "in_domain"} <= set(preds.columns)
+    # a model folder from before domains were saved still screens, with empty domain columns
+    old = tmp_path / "old_models"
+    old.mkdir()
+    for member in (root / "runs/latest/finetune").glob("member_*.pt"):
+        (old / member.name).write_bytes(member.read_bytes())
+    proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "old.csv"), "--models", str(old))
+    assert proc.returncode == 0, proc.stderr
+    assert "no domain check was possible" in proc.stdout
+    old_preds = pd.read_csv(tmp_path / "old.csv")
+    assert old_preds["in_domain"].isna().all() and len(old_preds) == len(preds)
     # the blank line is a row of its own: every non-header line ends in one of the two files
     assert len(preds) + len(rejects) == 6
 

@@ -140,7 +140,8 @@ def test_conformal_without_spread_uses_absolute_residuals():
     assert not conf["normalized"] and conf["q"] == pytest.approx(1.645, rel=0.1)
     cov, width = conformal_coverage(y[1000:], np.zeros(1000), np.zeros(1000), conf)
     assert abs(cov - 0.9) < 0.03 and width == pytest.approx(2 * conf["q"])
-    assert fit_conformal([1.0, 2.0], [0.0, 0.0], [1.0, 1.0])["q"] == np.inf   # too few points for 90 %
+    tiny = fit_conformal([1.0, 2.0], [0.0, 0.0], [1.0, 1.0])
+    assert tiny["q"] == np.inf and conformal_coverage([5.0], [0.0], [1.0], tiny) == (1.0, np.inf)   # too few points
 
 
 def test_conformal_columns_from_calibration_json(tmp_path):
