@@ -123,12 +123,22 @@ class PropertyModel(nn.Module):
             raise CheckpointMismatchError("checkpoint holds no encoder weights")
         self.encoder.load_state_dict(state, strict=True)
 
+    def _per_atom(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        q, _ = encode(self.encoder, batch)
+        per_atom = torch.cat([head(q) for head in self.heads], dim=-1) * self.target_std + self.target_mean
+        return per_atom + self.atom_ref[batch[props.Z]]
+
+    def atom_contributions(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``[n_atoms, n_targets]``: each atom's share of its molecule's prediction; summed over a
+        molecule's atoms they give ``forward`` (a mean target's shares are divided by n_atoms)."""
+        per_atom = self._per_atom(batch)
+        n_per_atom = batch[props.n_atoms][batch[props.idx_m]].unsqueeze(-1).to(per_atom.dtype)
+        return torch.where(self.is_sum, per_atom, per_atom / n_per_atom)
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Predictions ``[n_molecules, n_targets]`` in the targets' physical units; logits for
         classification targets (:meth:`outputs` turns them into probabilities)."""
-        q, _ = encode(self.encoder, batch)
-        per_atom = torch.cat([head(q) for head in self.heads], dim=-1) * self.target_std + self.target_mean
-        per_atom = per_atom + self.atom_ref[batch[props.Z]]
+        per_atom = self._per_atom(batch)
         n_atoms = batch[props.n_atoms]
         summed = torch.zeros(n_atoms.numel(), per_atom.shape[1], dtype=per_atom.dtype, device=per_atom.device)
         summed.index_add_(0, batch[props.idx_m], per_atom)

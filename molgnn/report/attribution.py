@@ -83,3 +83,26 @@ def explain_to_folder(smiles: Sequence[str], checkpoints: Sequence[Mapping[str, 
     for k, expl in enumerate(explanations, start=1):
         images += draw_attributions(expl, target, out_dir / f"mol_{k}_{target}")
     return ExplainResult(write_attributions_csv(explanations, out_dir / ATTRIBUTIONS_FILE), images, explanations)
+
+
+def candidate_attributions(smiles: Sequence[str], checkpoint_paths: Sequence[str | Path], images_dir: str | Path,
+                           *, target: str | None = None, seed: int = 0, timeout_s: float = 10.0
+                           ) -> tuple[str, list[tuple[str, Path | None, str]]]:
+    """Attribution images (``attribution_<k>.png/.svg``) of a few ranked molecules for the run report:
+    (the target drawn, [(SMILES, PNG or None, why not)]). A molecule that cannot be explained is
+    skipped with its reason; the rest are still drawn. ``target`` falls back to the model's first."""
+    from molgnn.screen.explain import ExplainError
+    from molgnn.train.checkpoints import load_checkpoint
+
+    models = ensemble_models([load_checkpoint(p) for p in checkpoint_paths])
+    target = target if target in models[0].targets else models[0].targets[0]
+    drawn: list[tuple[str, Path | None, str]] = []
+    for k, smi in enumerate(smiles, start=1):
+        try:
+            expl = explain_smiles(smi, models, seed=seed, timeout_s=timeout_s)
+        except ExplainError as exc:
+            drawn.append((smi, None, str(exc)))
+            continue
+        png, _ = draw_attributions(expl, target, Path(images_dir) / f"attribution_{k}")
+        drawn.append((smi, png, ""))
+    return target, drawn

@@ -356,6 +356,7 @@ def _screen(b: _Builder, top_k: int) -> None:
             row.append(_domain_cell(rec))
         rows.append(row)
     b.add(table(headers, rows))
+    _attributions(b, preds[schema.SMILES].head(3).tolist())
 
 
 def _domain_counts(b: _Builder, m: dict) -> None:
@@ -379,6 +380,29 @@ def _domain_cell(rec: dict) -> str:
     if verdict is None or (isinstance(verdict, float) and math.isnan(verdict)):
         return "–"
     return "in" if str(verdict) == "True" else f"out: {rec.get('domain_reason')}"
+
+
+def _attributions(b: _Builder, smiles: list[str]) -> None:
+    """Per-atom attributions of the top candidates (molgnn.report.attribution); under a second for
+    three molecules. Skipped when the fine-tuned members are not on disk."""
+    fin = b.results.get("finetune")
+    members = [p for k, p in sorted(fin.outputs.items()) if k.startswith("member_")] if fin else []
+    if not smiles or not members or not all(Path(p).is_file() for p in members):
+        return
+    from molgnn.report.attribution import candidate_attributions
+
+    try:
+        target, drawn = candidate_attributions(smiles, members, b.images, target=b.meta.get("rank_by"),
+                                               seed=int(b.meta.get("seed") or 0))
+    except ValueError as exc:      # an unreadable checkpoint costs the figures, not the report
+        b.add(f"_Atom attributions not drawn: {exc}._")
+        return
+    b.add(f"Where the ensemble's predicted {target} comes from, atom by atom, for the top {len(drawn)} "
+          "candidates (each atom's share of the prediction, its hydrogens included; red above the molecule's "
+          "average share, blue below; `molgnn explain SMILES` draws any molecule):")
+    for k, (smi, png, why) in enumerate(drawn, start=1):
+        b.add(image(f"{IMAGES}/{png.name}", f"attributions of candidate {k}") if png
+              else f"_#{k} `{smi}`: not drawn ({why})._")
 
 
 def _traceability(b: _Builder) -> None:

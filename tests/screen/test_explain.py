@@ -106,3 +106,28 @@ def test_cli_explain_writes_images_and_csv_and_rejects_bad_input(carbonyl_model,
     assert "no fine-tuned models at" in capsys.readouterr().err
     assert main(["explain", "CCO", "--models", str(models), "--out", str(tmp_path / "x"), "--target", "gap"]) == 2
     assert "not predicted by the model" in capsys.readouterr().err
+
+
+def test_run_report_draws_the_top_candidates_and_skips_what_it_cannot(carbonyl_model, tmp_path):
+    from molgnn.data.stage_store import StageResult
+    from molgnn.report.run_report import write_report
+    from molgnn.train.checkpoints import save_checkpoint
+
+    ckpt, _ = carbonyl_model
+    member = save_checkpoint(ckpt, tmp_path / "finetune" / "member_0.pt")
+    preds = tmp_path / "screen" / "candidates.csv"
+    preds.parent.mkdir()
+    # rank 2 is not a molecule (an unclosed ring): skipped with its reason, the others still drawn
+    pd.DataFrame({"rank": [1, 2, 3, 4], "smiles": ["CC(=O)CC=O", "C1CC", "OCCN", "CCO"],
+                  "n_carbonyl_mean": [2.0, 1.0, 0.1, 0.0], "n_carbonyl_std": [0.1] * 4}).to_csv(preds, index=False)
+    results = {"finetune": StageResult("finetune", "k1", str(member.parent), {"member_0": str(member)},
+                                       info={"units": {"n_carbonyl": ""}}),
+               "screen": StageResult("screen", "k2", str(preds.parent), {"predictions": str(preds)})}
+    report = write_report(results, tmp_path / "report", {"rank_by": "n_carbonyl"}).read_text()
+    assert "images/attribution_1.png" in report and "images/attribution_3.png" in report
+    assert (tmp_path / "report" / "images" / "attribution_1.svg").is_file()
+    assert "_#2 `C1CC`: not drawn (cannot explain 'C1CC'" in report
+    assert "attribution_4" not in report                                       # top 3 only
+    # without fine-tuned members on disk the section is simply absent
+    member.unlink()
+    assert "attribution_1" not in write_report(results, tmp_path / "report2", {}).read_text()
