@@ -103,10 +103,16 @@ def filter_task(ctx: RunContext, samples: dict[str, Path], molecules: Path) -> S
 
 @task(name="screen", cache_policy=NO_CACHE)
 def screen_task(ctx: RunContext, candidates: Path, checkpoints: list[Path], provenance: dict,
-                std_scale: dict | None = None) -> StageResult:
+                std_scale: dict | None = None, calibration: Path | None = None,
+                domain: Path | None = None) -> StageResult:
     from molgnn.stages.screen import run_screen
 
-    return run_screen(ctx, candidates, checkpoints, provenance, std_scale)
+    return run_screen(ctx, candidates, checkpoints, provenance, std_scale, calibration, domain)
+
+
+def _optional_output(result: StageResult, name: str) -> Path | None:
+    """A stage output that older cached stage folders may lack."""
+    return result.path(name) if name in result.outputs else None
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -189,6 +195,9 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
         for target, kind in results["finetune"].info.get("task_types", {}).items():
             logger.info("finetune: target %s is %s (%s)", target, kind,
                         results["finetune"].info.get("task_type_reasons", {}).get(target, ""))
+        for target, kind in results["finetune"].info.get("task_types", {}).items():
+            logger.info("finetune: target %s is %s (%s)", target, kind,
+                        results["finetune"].info.get("task_type_reasons", {}).get(target, ""))
 
         for kind in params.generate.models:
             results[f"generate-{kind}"] = generate_task(ctx, molecules, kind)
@@ -203,7 +212,9 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
                          for k in params.generate.models}}
         results["screen"] = screen_task(ctx, results["filter"].path("candidates"),
                                         member_checkpoints(results["finetune"]), provenance,
-                                        results["finetune"].info.get("std_scale"))
+                                        results["finetune"].info.get("std_scale"),
+                                        _optional_output(results["finetune"], "calibration"),
+                                        _optional_output(results["finetune"], "applicability_domain"))
         logger.info("screen: %s -> %s", results["screen"].metrics, results["screen"].outputs["predictions"])
 
         # Last: the report of this run, in its own folder, naming this run's MLflow runs.
