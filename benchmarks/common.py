@@ -161,3 +161,31 @@ def write_records(path: Path, records: Sequence[Mapping[str, Any]], *, indent: i
     os.replace(tmp, path)
     return path
 
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of one results file; [] when it does not exist yet."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def merge_records(path: Path, new: Sequence[Mapping[str, Any]], key: Sequence[str]) -> list[dict[str, Any]]:
+    """Write ``new`` into the results file ``path``, replacing the records that agree with one of them
+    on every field of ``key`` (e.g. dataset, system, seed, metric) and keeping all others in place:
+    partial runs accumulate, a rerun of one figure replaces it. Returns what was written."""
+    def ident(r: Mapping[str, Any]) -> tuple:
+        return tuple(json.dumps(r.get(k), sort_keys=True) for k in key)
+
+    fresh = {ident(r): dict(r) for r in new}
+    merged, placed = [], set()
+    for r in read_records(path):
+        k = ident(r)
+        if k in fresh:
+            if k not in placed:
+                merged.append(fresh[k])
+                placed.add(k)
+        else:
+            merged.append(r)
+    merged += [r for k, r in fresh.items() if k not in placed]
+    write_records(path, merged)
+    return merged

@@ -158,12 +158,35 @@ def _split(records: list[dict], key: str, label) -> list[dict]:
     return out
 
 
+def cell_text(records: list[dict], unit: str) -> str:
+    """One value; over seeds (records with a ``seed`` field), mean ± sample sd and the seed count."""
+    seeded = {r["seed"]: r["value"] for r in records if "seed" in r}
+    if len(seeded) < 2:
+        return fmt(records[-1]["value"], unit)
+    values = [float(v) for v in seeded.values()]
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return f"{fmt(mean, unit)} ± {fmt(sd, unit)} ({len(values)} seeds)"
+
+
+def by_dataset(benchmark: str, records: list[dict]) -> list[tuple[str, list[dict]]]:
+    """One table per ``dataset`` field where records have one (in order of first appearance)."""
+    datasets = list(dict.fromkeys(r.get("dataset") for r in records))
+    if datasets == [None]:
+        return [(benchmark, records)]
+    return [(f"{benchmark}: {d}" if d is not None else benchmark, [r for r in records if r.get("dataset") == d])
+            for d in datasets]
+
+
 def table(benchmark: str, records: list[dict], repo: Path | None = REPO) -> list[str]:
     records = split_by_commit(split_by_machine(records))
     stale = {id(r): staleness(r, repo) for r in records} if repo is not None else {}
     systems = list(dict.fromkeys(column(r) for r in records))
     metrics = list(dict.fromkeys(r["metric"] for r in records))
-    cell = {(r["metric"], column(r)): r for r in records}
+    cells: dict[tuple[str, str], list[dict]] = {}
+    for r in records:   # records with a "seed" field: one cell holds every seed's record
+        cells.setdefault((r["metric"], column(r)), []).append(r)
+    cell = {k: v[-1] for k, v in cells.items()}
     files = ", ".join(f"`{f}`" for f in dict.fromkeys(r["_file"] for r in records))
     lines = [f"## {benchmark}", "", f"From {files}.", ""]
     lines.append("| metric | unit | | " + " | ".join(systems) + " |")
@@ -172,8 +195,9 @@ def table(benchmark: str, records: list[dict], repo: Path | None = REPO) -> list
         first = next(r for r in records if r["metric"] == metric)
         hib = first.get("higher_is_better")
         arrow = "" if hib is None else "↑" if hib else "↓"   # None: a count, neither better
-        values = [fmt(cell[(metric, s)]["value"], first.get("unit", "")) + (f" {STALE}" if stale.get(id(cell[(metric, s)])) else "")
-                  if (metric, s) in cell else "" for s in systems]
+        values = [cell_text(cells[(metric, s)], first.get("unit", ""))
+                  + (f" {STALE}" if any(stale.get(id(r)) for r in cells[(metric, s)]) else "")
+                  if (metric, s) in cells else "" for s in systems]
         lines.append(f"| {metric} | {first.get('unit', '')} | {arrow} | " + " | ".join(values) + " |")
     lines.append("")
     for system in systems:
@@ -213,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
              "(the benchmark script named in its command and the molgnn modules that script imports): stale "
              "until rerun.", ""]
     for benchmark, records in load(args.results).items():
-        lines += table(benchmark, records, args.repo.resolve())
+        for title, part in by_dataset(benchmark, records):
+            lines += table(title, part, args.repo.resolve())
     out.write_text("\n".join(lines))
     print(f"wrote {out}")
     return 0

@@ -45,3 +45,31 @@ def split_table(split_path: str | Path, molecules_path: str | Path,
                                f"e.g. {split.loc[missing, schema.MOL_ID].iloc[0]}")
     table = split.merge(molecules, on=schema.MOL_ID, how="left", validate="one_to_one")
     return table[[schema.MOL_ID, schema.SMILES, SPLIT_COLUMN, *targets]]
+
+
+def split_indices(table: pd.DataFrame) -> dict[str, list[int]]:
+    """Row positions (0-based, in ``table``'s order) of each split: chemprop's ``--splits-file`` entry."""
+    if SPLIT_COLUMN not in table.columns:
+        raise SplitExportError(f"no {SPLIT_COLUMN!r} column")
+    split = table[SPLIT_COLUMN].to_numpy()
+    bad = sorted(set(map(str, split)) - set(SPLIT_VALUES))
+    if bad:
+        raise SplitExportError(f"split values must be {SPLIT_VALUES}, found {bad}")
+    return {name: [int(i) for i in (split == name).nonzero()[0]] for name in SPLIT_VALUES}
+
+
+def write_peer_inputs(table: pd.DataFrame, targets: Sequence[str], out_dir: str | Path) -> tuple[Path, Path]:
+    """``data.csv`` (smiles and targets, missing labels as empty cells) and ``splits.json`` (one
+    ``{"train": [...], "val": [...], "test": [...]}`` of row positions in data.csv) for a peer
+    trained on exactly this split, e.g. ``chemprop train -i data.csv --splits-file splits.json``."""
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    missing = [c for c in (schema.SMILES, *targets) if c not in table.columns]
+    if missing:
+        raise SplitExportError(f"the split table has no column(s) {missing}")
+    data, splits = out_dir / "data.csv", out_dir / "splits.json"
+    table[[schema.SMILES, *targets]].to_csv(data, index=False, lineterminator="\n")
+    splits.write_text(json.dumps([split_indices(table)]) + "\n")
+    return data, splits

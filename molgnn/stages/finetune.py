@@ -35,6 +35,26 @@ def make_split(molecules: pd.DataFrame, how: str, fractions: list[float], seed: 
     return random_split(len(molecules), fractions, seed)
 
 
+def finetune_split(molecules: pd.DataFrame, structures: pd.DataFrame, cfg, seed: int):
+    """(the molecules fine-tuning trains on, their ``mol_id, split`` table, (train, val, test) positions).
+
+    Those molecules have a 3D structure (featurize recorded the others) and at least one of
+    ``cfg.targets``; the split is ``cfg.split`` over them with ``seed``. The stage saves the table as
+    ``split.csv``; a peer model compared on the same split can rebuild it without training.
+    """
+    data = molecules[molecules[schema.MOL_ID].isin(structures[schema.MOL_ID])].reset_index(drop=True)
+    labelled = data[cfg.targets].notna().any(axis=1).to_numpy()
+    data = data[labelled].reset_index(drop=True)
+    if len(data) < 10:
+        raise FinetuneInputError(f"only {len(data)} molecules have both a structure and a label "
+                                 f"for {cfg.targets}; need at least 10")
+    parts = make_split(data, cfg.split, cfg.fractions, seed)
+    split = pd.DataFrame({schema.MOL_ID: data[schema.MOL_ID], "split": ""})
+    for name, idx in zip(("train", "val", "test"), parts):
+        split.loc[np.asarray(idx), "split"] = name
+    return data, split, parts
+
+
 def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                  pretrained_path: Path | None) -> StageResult:
     from molgnn.train.checkpoints import load_checkpoint, save_checkpoint
@@ -58,17 +78,7 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
             raise FinetuneInputError(f"target(s) {missing} not in the ingested data; available: {numeric}")
         units = json.loads((Path(molecules_path).parent / schema.UNITS_FILE).read_text())
         structures = pd.read_parquet(structures_path)
-        # Molecules without a 3D structure were recorded by featurize; train on the rest.
-        data = molecules[molecules[schema.MOL_ID].isin(structures[schema.MOL_ID])].reset_index(drop=True)
-        labelled = data[cfg.targets].notna().any(axis=1).to_numpy()
-        data = data[labelled].reset_index(drop=True)
-        if len(data) < 10:
-            raise FinetuneInputError(f"only {len(data)} molecules have both a structure and a label "
-                                     f"for {cfg.targets}; need at least 10")
-        train_idx, val_idx, test_idx = make_split(data, cfg.split, cfg.fractions, p.seed)
-        split = pd.DataFrame({schema.MOL_ID: data[schema.MOL_ID], "split": ""})
-        for name, idx in (("train", train_idx), ("val", val_idx), ("test", test_idx)):
-            split.loc[np.asarray(idx), "split"] = name
+        data, split, (train_idx, val_idx, test_idx) = finetune_split(molecules, structures, cfg, p.seed)
         with atomic_path(out_dir / SPLIT_FILE) as tmp:
             split.to_csv(tmp, index=False)
 

@@ -73,3 +73,19 @@ def test_scripts_share_common_instead_of_importing_each_other_or_private_names()
             elif isinstance(node, ast.Import):
                 for alias in node.names:
                     assert alias.name.split(".")[0] not in scripts - {"common"}, f"{path.name} imports {alias.name}"
+
+
+def test_merge_records_replaces_same_figure_and_keeps_the_rest(common, tmp_path):
+    path = tmp_path / "r.json"
+    key = ("dataset", "system", "seed", "metric")
+
+    def rec(dataset, seed, value):
+        return common.record("B", "molgnn", "test RMSE", value, "u", False, dataset=dataset, seed=seed)
+
+    assert common.read_records(path) == []
+    common.merge_records(path, [rec("ESOL", 0, 1.0), rec("ESOL", 1, 2.0)], key)
+    common.merge_records(path, [rec("FreeSolv", 0, 3.0)], key)           # another dataset accumulates
+    merged = common.merge_records(path, [rec("ESOL", 1, 2.5)], key)     # a rerun replaces in place
+    assert [(r["dataset"], r["seed"], r["value"]) for r in merged] == [("ESOL", 0, 1.0), ("ESOL", 1, 2.5),
+                                                                          ("FreeSolv", 0, 3.0)]
+    assert common.read_records(path) == merged

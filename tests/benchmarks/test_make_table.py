@@ -97,3 +97,17 @@ def test_table_marks_stale_values_and_splits_columns_by_commit(make_table, repo)
     assert f"molgnn (at {old[:7]})" in text and f"molgnn (at {new[:7]})" in text
     assert f"| 2.0000 {make_table.STALE} | 1.0000 |" in text
     assert text.count("**stale**") == 1
+
+
+def test_seeded_records_show_mean_and_sd_per_dataset_table(make_table):
+    def rec(dataset, system, seed, value):
+        return {"benchmark": "B", "dataset": dataset, "system": system, "seed": seed, "metric": "test RMSE",
+                "value": value, "unit": "u", "higher_is_better": False, "_file": "b.json"}
+
+    records = [rec("ESOL", "molgnn", 0, 1.0), rec("ESOL", "molgnn", 1, 2.0), rec("ESOL", "molgnn", 2, 3.0),
+               rec("ESOL", "peer", 0, 0.5), rec("BACE", "molgnn", 0, 0.7)]
+    parts = make_table.by_dataset("B", records)
+    assert [title for title, _ in parts] == ["B: ESOL", "B: BACE"]
+    text = "\n".join(make_table.table(*parts[0], repo=None))
+    assert "| test RMSE | u | ↓ | 2.0000 ± 1.0000 (3 seeds) | 0.5000 |" in text
+    assert make_table.by_dataset("B", [{**records[0], "dataset": None}])[0][0] == "B"

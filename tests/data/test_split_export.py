@@ -50,3 +50,23 @@ def test_malformed_split_is_an_error(files, tmp_path, rows, match):
     pd.DataFrame(rows).to_csv(bad, index=False)
     with pytest.raises(SplitExportError, match=match):
         split_table(bad, mpath)
+
+
+def test_peer_inputs_select_exactly_the_split(files, tmp_path):
+    import json
+
+    from molgnn.data.split_export import split_indices, write_peer_inputs
+
+    spath, mpath = files
+    table = split_table(spath, mpath, ["logd"])
+    data, splits = write_peer_inputs(table, ["logd"], tmp_path / "peer")
+    rows = pd.read_csv(data)
+    (entry,) = json.loads(splits.read_text())
+    assert entry == split_indices(table) == {"train": [1], "val": [2], "test": [0]}
+    assert rows.columns.tolist() == ["smiles", "logd"]
+    assert [rows["smiles"][entry[s]].tolist() for s in ("train", "val", "test")] == [["C"], ["CC"], ["CCC"]]
+    assert math.isnan(rows["logd"][0])   # a missing label stays missing (masked by the peer), not dropped
+    with pytest.raises(SplitExportError, match="split values"):
+        split_indices(table.assign(split=["test", "train", "holdout"]))
+    with pytest.raises(SplitExportError, match="no column"):
+        write_peer_inputs(table, ["absent"], tmp_path / "x")
