@@ -203,9 +203,14 @@ def cmd_explain(args) -> int:
 
 
 def cmd_schedule(args) -> int:
+    from molgnn.config import check_runnable, load_params
+
+    # A bad params file is refused now, not at the first scheduled run (each run rereads it).
+    params_path = Path(args.params).resolve()
+    check_runnable(load_params(params_path), params_path.parent)
     from flows.schedule import serve_pipeline
 
-    serve_pipeline(args.cron, str(Path(args.params).resolve()), name=args.name)
+    serve_pipeline(args.cron, str(params_path), name=args.name)
     return 0
 
 

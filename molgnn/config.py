@@ -243,6 +243,7 @@ class FinetuneConfig:
     warmup_steps: NonNegInt = 0                      # cosine-time only: linear warm-up steps
     min_lr_ratio: Fraction = 0.0                     # cosine-time only: the lr ends at lr * this
     time_budget_s: PosFloat | None = None            # training wall-clock budget per member; None: epochs only
+    warmup_outside_budget: Bool = False              # compile / graph-capture warm-up not counted in time_budget_s
     amp: Amp | None = None                           # autocast of the training forward pass; None: float32
     compile_model: Bool = False                      # torch.compile the training forward pass
     cuda_graphs: Bool = False                        # capture each padded batch shape's step as a CUDA graph
@@ -258,7 +259,7 @@ class FinetuneConfig:
 
     TRAIN_OPTIONS: ClassVar[tuple[str, ...]] = (
         "scheduler", "lr_patience", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "time_budget_s",
-        "amp", "compile_model", "cuda_graphs", "eval_every", "atom_refs", "aggregation", "head_hidden", "head_layers")
+        "warmup_outside_budget", "amp", "compile_model", "cuda_graphs", "eval_every", "atom_refs", "aggregation", "head_hidden", "head_layers")
 
     def train_options(self) -> dict[str, Any]:
         """The keyword arguments of ``molgnn.train.finetune.finetune`` that this config decides

@@ -38,6 +38,7 @@ def test_schedule_serves_and_a_run_lands_on_cron(tmp_path, tiny_params):
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     tiny_params["generate"]["models"] = ["vae"]
+    tiny_params["generate"]["guidance"]["enabled"] = False   # guidance steers the diffusion model only
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     api = f"http://127.0.0.1:{free_port()}/api"
     env = {**os.environ, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect-home"),
@@ -61,8 +62,11 @@ def test_schedule_serves_and_a_run_lands_on_cron(tmp_path, tiny_params):
                     states = [r["state_type"] for r in runs]
                     if "COMPLETED" in states:
                         break
-                    if "FAILED" in states or "CRASHED" in states:
-                        pytest.fail(f"scheduled run failed: {states}")
+                    failed = [r for r in runs if r["state_type"] in ("FAILED", "CRASHED")]
+                    if failed:
+                        os.killpg(proc.pid, signal.SIGINT)
+                        out = proc.communicate(timeout=30)[0].decode()
+                        pytest.fail(f"scheduled run failed: {failed[0]['state']['message']}\n{out[-6000:]}")
             except OSError:
                 pass  # server still starting
             time.sleep(3)
@@ -77,3 +81,15 @@ def test_schedule_serves_and_a_run_lands_on_cron(tmp_path, tiny_params):
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_schedule_refuses_bad_params_before_serving(tmp_path, tiny_params):
+    tiny_params["generate"]["models"] = ["vae"]     # guidance stays enabled: a cross-field error
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
+    res = subprocess.run([sys.executable, "-m", "molgnn.cli", "schedule", "--cron", "* * * * *",
+                          "--params", str(tmp_path / "params.yaml")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "generate.guidance.enabled" in res.stderr
+    assert "Serving" not in res.stdout
