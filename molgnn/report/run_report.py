@@ -210,12 +210,13 @@ def _finetune(b: _Builder) -> None:
         b.add("Test-split errors (in the target's unit):",
               table(["target", "type", "unit", "MAE", "RMSE", "R²"], rows))
     if classified:
-        names = ("roc_auc", "pr_auc", "ece")
+        names = ("roc_auc", "pr_auc", "ece", "ece_calibrated")
         rows = [[t, "classification", *(fmt(m.get(H.test_metric(k, t))) for k in names)] for t in classified]
         if len(classified) > 1:
             rows.append(["mean over tasks", "", *(fmt(m.get(H.test_average(k))) for k in names)])
-        b.add("Test-split classification scores (ensemble-mean probability; ECE over 10 bins):",
-              table(["target", "type", "ROC-AUC", "PR-AUC", "ECE"], rows))
+        b.add("Test-split classification scores (ensemble-mean probability; ECE over 10 bins, raw and after "
+              "Platt scaling fitted on the validation split):",
+              table(["target", "type", "ROC-AUC", "PR-AUC", "ECE", "ECE (calibrated)"], rows))
     units = {t: units[t] for t in regression}  # calibration and parity: regression targets only
     if any(H.calib_metric(H.CALIB_SCALE, t) in m for t in units):
         def calib(name: str, t: str):

@@ -100,8 +100,8 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         outputs["test_predictions"] = str(preds_path)
         types = ens.task_types
         regression = [t for t in cfg.targets if types[t] != CLASSIFICATION]
-        # the std-scale calibration is of regression intervals; classification is scored by ECE
-        calib = _calibration(ens, structs, targets, val_idx, regression, ctx.device) if regression else {}
+        # regression: std scale + conformal intervals; classification: Platt-scaled probabilities
+        calib = _calibration(ens, structs, targets, val_idx, types, ctx.device)
         calib_path = out_dir / CALIBRATION_FILE
         with atomic_path(calib_path) as tmp:
             tmp.write_text(json.dumps(calib, indent=2))
@@ -127,7 +127,12 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         for name in ("roc_auc", "pr_auc", "ece"):  # averaged over the classification tasks
             if classified:
                 metrics[H.test_average(name)] = float(np.nanmean([ens.test_metrics[t][name] for t in classified]))
-        for target, rep in calib.items():
+        for name in ("ece_calibrated", "brier_calibrated"):
+            if classified:
+                metrics[H.test_average(name)] = float(np.nanmean([calib[t][f"{name}_test"] for t in classified]))
+        for target in classified:
+            metrics[H.test_metric("ece_calibrated", target)] = calib[target]["ece_calibrated_test"]
+        for target, rep in ((t, calib[t]) for t in regression):
             metrics[H.calib_metric(H.CALIB_SPEARMAN, target)] = rep["spearman_std_abs_error"]
             metrics[H.calib_metric(H.CALIB_SCALE, target)] = rep["scale"]
             metrics[H.calib_metric(H.CALIB_COVERAGE95_RAW, target)] = rep["coverage_raw"]["0.95"]
@@ -180,11 +185,12 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
                       log=log)
 
 
-def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, target_names,
+def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, task_types: dict,
                  device: str) -> dict:
-    """Calibration report per target (molgnn.screen.calibration): the std scale and the 90 %
-    split-conformal interval are fitted on the validation split's ensemble predictions and applied
-    to the test split."""
+    """Calibration report per target, fitted on the validation split's ensemble predictions and
+    scored on the test split: for regression (molgnn.screen.calibration) the std scale and the 90 %
+    split-conformal interval; for classification (molgnn.screen.probability_calibration) Platt
+    scaling of the ensemble probability, with the test ECE and Brier score before and after."""
     from molgnn.screen.calibration import add_conformal, report_from_tables
     from molgnn.screen.predict import predict_ensemble
 
@@ -195,9 +201,29 @@ def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, 
     val_long = pd.concat([pd.DataFrame({schema.MOL_ID: pred[schema.MOL_ID], "target": t,
                                         "y_true": truth.loc[pred[schema.MOL_ID], t].to_numpy(dtype=float),
                                         "y_pred": pred[f"{t}_mean"], "y_std": pred[f"{t}_std"]})
-                          for t in target_names], ignore_index=True)
-    report = report_from_tables(ens.test_predictions, val_long, targets=list(target_names))
-    return add_conformal(report, ens.test_predictions, val_long)
+                          for t in task_types], ignore_index=True)
+    regression = [t for t, kind in task_types.items() if kind != CLASSIFICATION]
+    report = report_from_tables(ens.test_predictions, val_long, targets=regression) if regression else {}
+    report = add_conformal(report, ens.test_predictions, val_long)
+    for t in (t for t, kind in task_types.items() if kind == CLASSIFICATION):
+        report[t] = _probability_calibration(val_long[val_long["target"] == t],
+                                             ens.test_predictions[ens.test_predictions["target"] == t])
+    return report
+
+
+def _probability_calibration(val: pd.DataFrame, test: pd.DataFrame) -> dict:
+    import torch
+
+    from molgnn.screen.probability_calibration import apply_platt, fit_platt
+    from molgnn.train.tasks import classification_metrics
+
+    platt = fit_platt(val["y_true"], val["y_pred"])
+    y = torch.tensor(test["y_true"].to_numpy(dtype=float))
+    raw = classification_metrics(y, torch.tensor(test["y_pred"].to_numpy(dtype=float)))
+    cal = classification_metrics(y, torch.tensor(apply_platt(test["y_pred"], platt)))
+    return {"task_type": CLASSIFICATION, "platt": platt, "n_val": int(val["y_true"].notna().sum()),
+            "n_test": raw["n"], "ece_raw_test": raw["ece"], "ece_calibrated_test": cal["ece"],
+            "brier_raw_test": raw["brier"], "brier_calibrated_test": cal["brier"]}
 
 
 def member_checkpoints(result: StageResult) -> list[Path]:
