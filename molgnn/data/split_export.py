@@ -58,18 +58,30 @@ def split_indices(table: pd.DataFrame) -> dict[str, list[int]]:
     return {name: [int(i) for i in (split == name).nonzero()[0]] for name in SPLIT_VALUES}
 
 
-def write_peer_inputs(table: pd.DataFrame, targets: Sequence[str], out_dir: str | Path) -> tuple[Path, Path]:
+def write_peer_inputs(table: pd.DataFrame, targets: Sequence[str], out_dir: str | Path,
+                      parts: Sequence[str] = SPLIT_VALUES) -> tuple[Path, Path]:
     """``data.csv`` (smiles and targets, missing labels as empty cells) and ``splits.json`` (one
     ``{"train": [...], "val": [...], "test": [...]}`` of row positions in data.csv) for a peer
-    trained on exactly this split, e.g. ``chemprop train -i data.csv --splits-file splits.json``."""
+    trained on exactly this split, e.g. ``chemprop train -i data.csv --splits-file splits.json``.
+
+    ``parts`` names the splits the peer gets; the rows of the others are left out of both files. With
+    ``("train", "val")`` the peer never sees the test molecules and they are predicted apart (chemprop
+    2.3.1's ``train`` scores its test split task by task and crashes on a task with no test label,
+    e.g. on ToxCast's sparse tasks).
+    """
     import json
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     missing = [c for c in (schema.SMILES, *targets) if c not in table.columns]
     if missing:
         raise SplitExportError(f"the split table has no column(s) {missing}")
+    if "train" not in parts or set(parts) - set(SPLIT_VALUES):
+        raise SplitExportError(f"parts must include train and be among {SPLIT_VALUES}, got {list(parts)}")
+    split_indices(table)   # every row's split value checked, the rows left out too
+    kept = table[table[SPLIT_COLUMN].isin(parts)].reset_index(drop=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
     data, splits = out_dir / "data.csv", out_dir / "splits.json"
-    table[[schema.SMILES, *targets]].to_csv(data, index=False, lineterminator="\n")
-    splits.write_text(json.dumps([split_indices(table)]) + "\n")
+    kept[[schema.SMILES, *targets]].to_csv(data, index=False, lineterminator="\n")
+    entry = {name: rows for name, rows in split_indices(kept).items() if name in parts}
+    splits.write_text(json.dumps([entry]) + "\n")
     return data, splits

@@ -70,3 +70,25 @@ def test_peer_inputs_select_exactly_the_split(files, tmp_path):
         split_indices(table.assign(split=["test", "train", "holdout"]))
     with pytest.raises(SplitExportError, match="no column"):
         write_peer_inputs(table, ["absent"], tmp_path / "x")
+
+
+def test_peer_inputs_can_leave_the_test_molecules_out(files, tmp_path):
+    """chemprop 2.3.1's train crashes scoring a test task without labels: the benchmark gives it
+    train and val only and predicts the test molecules apart."""
+    import json
+
+    from molgnn.data.split_export import write_peer_inputs
+
+    spath, mpath = files
+    table = split_table(spath, mpath, ["logd"])
+    data, splits = write_peer_inputs(table, ["logd"], tmp_path / "peer", parts=("train", "val"))
+    rows = pd.read_csv(data)
+    (entry,) = json.loads(splits.read_text())
+    assert entry == {"train": [0], "val": [1]}                # re-based on data.csv's rows; no "test" key
+    assert rows["smiles"].tolist() == ["C", "CC"]              # the test molecule (CCC) is in neither file
+    for parts in (("val", "test"), ("train", "holdout")):
+        with pytest.raises(SplitExportError, match="parts must include train"):
+            write_peer_inputs(table, ["logd"], tmp_path / "x", parts=parts)
+    with pytest.raises(SplitExportError, match="split values"):   # a left-out row is still checked
+        write_peer_inputs(table.assign(split=["holdout", "train", "val"]), ["logd"], tmp_path / "y",
+                          parts=("train", "val"))
