@@ -101,18 +101,18 @@ def filter_task(ctx: RunContext, samples: dict[str, Path], molecules: Path) -> S
     return run_filter(ctx, samples, molecules)
 
 
+@task(name="fast_tier", cache_policy=NO_CACHE)
+def fast_tier_task(ctx: RunContext, finetune: StageResult, molecules: Path, structures: Path) -> StageResult:
+    from molgnn.stages.fast_tier import run_fast_tier
+
+    return run_fast_tier(ctx, finetune, molecules, structures)
+
+
 @task(name="screen", cache_policy=NO_CACHE)
-def screen_task(ctx: RunContext, candidates: Path, checkpoints: list[Path], provenance: dict,
-                std_scale: dict | None = None, calibration: Path | None = None,
-                domain: Path | None = None) -> StageResult:
+def screen_task(ctx: RunContext, candidates: Path, model_dir: Path, provenance: dict) -> StageResult:
     from molgnn.stages.screen import run_screen
 
-    return run_screen(ctx, candidates, checkpoints, provenance, std_scale, calibration, domain)
-
-
-def _optional_output(result: StageResult, name: str) -> Path | None:
-    """A stage output that older cached stage folders may lack."""
-    return result.path(name) if name in result.outputs else None
+    return run_screen(ctx, candidates, model_dir, provenance)
 
 
 @task(name="report", cache_policy=NO_CACHE)
@@ -134,12 +134,12 @@ def _flow_run_id() -> str:
 @flow(name="molgnn-pipeline", log_prints=True)
 def pipeline(params_path: str = "params.yaml", root: str | None = None,
              overrides: list[str] | None = None) -> dict[str, Any]:
-    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> generate -> filter -> screen -> report.
+    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> fast 2D tier -> generate -> filter ->
+    screen -> report.
 
     Each invocation gets its own run folder (``runs/<run id>/``); ``overrides`` are ``KEY=VALUE``
     strings applied over the params file (``molgnn run --set``)."""
     from molgnn.config import dump_params
-    from molgnn.stages.finetune import member_checkpoints
     from molgnn.stages.run_folder import FAILED, FINISHED, KILLED, RunFolder, list_runs
     from molgnn.tracking import mlflow_tracking as mt
     from molgnn.tracking.dvc_data import data_md5
@@ -199,6 +199,14 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
             logger.info("finetune: target %s is %s (%s)", target, kind,
                         results["finetune"].info.get("task_type_reasons", {}).get(target, ""))
 
+        # the screening model: the 2D tier beside the 3D ensemble (molgnn screen's default folder)
+        model_dir = Path(results["finetune"].out_dir)
+        if params.fast_tier.enabled:
+            results["fast_tier"] = fast_tier_task(ctx, results["finetune"], molecules, structures)
+            logger.info("fast_tier: kept the %s 2D tier; %s", results["fast_tier"].info.get("chosen"),
+                        results["fast_tier"].metrics)
+            model_dir = Path(results["fast_tier"].out_dir)
+
         for kind in params.generate.models:
             results[f"generate-{kind}"] = generate_task(ctx, molecules, kind)
             logger.info("generate-%s: %s", kind, results[f"generate-{kind}"].metrics)
@@ -210,12 +218,11 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
                       "property_model_run": results["finetune"].info.get("produced_by_run", ""),
                       **{f"generator_run.{k}": results[f"generate-{k}"].info.get("produced_by_run", "")
                          for k in params.generate.models}}
-        results["screen"] = screen_task(ctx, results["filter"].path("candidates"),
-                                        member_checkpoints(results["finetune"]), provenance,
-                                        results["finetune"].info.get("std_scale"),
-                                        _optional_output(results["finetune"], "calibration"),
-                                        _optional_output(results["finetune"], "applicability_domain"))
-        logger.info("screen: %s -> %s", results["screen"].metrics, results["screen"].outputs["predictions"])
+        results["screen"] = screen_task(ctx, results["filter"].path("candidates"), model_dir, provenance)
+        if results["screen"].info.get("tier_note"):
+            logger.warning("screen: %s", results["screen"].info["tier_note"])
+        logger.info("screen (%s): %s -> %s", results["screen"].info.get("tier"), results["screen"].metrics,
+                    results["screen"].outputs["predictions"])
 
         # Last: the report of this run, in its own folder, naming this run's MLflow runs.
         report = report_task(results, run.path / REPORT_SUBDIR,

@@ -91,100 +91,60 @@ def cmd_generate(args) -> int:
 
 
 def cmd_screen(args) -> int:
-    from molgnn.screen.screening import screen_file
-    from molgnn.train.checkpoints import load_checkpoint
+    import time
 
-    if args.fast_tier:
-        return _screen_two_tier(args)
-    models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
-    if not models or not models[0].exists():
-        raise FileNotFoundError(f"no fine-tuned models at {args.models}: run `molgnn run` first or pass --models")
-    checkpoints = [load_checkpoint(m) for m in models]
-    rank_by = args.rank_by or next(iter(checkpoints[0].get("target_stats", {})), None)
-    std_scale = _std_scales(args.calibration, models[0].parent)
-    conformal = _conformal(args.calibration, models[0].parent)
-    domain = _domain(models[0].parent)
-    res = screen_file(args.inputs, Path(args.out), checkpoints, rank_by=rank_by,
-                      descending=not args.ascending, smiles_column=args.smiles_column, seed=args.seed,
-                      timeout_s=args.timeout, workers=args.workers, device=args.device, std_scale=std_scale,
-                      conformal=conformal, domain=domain,
-                      rank_out_of_domain_last=not args.no_rank_out_of_domain_last)
+    start = time.perf_counter()
+    from molgnn.models import schnetpack_light
+
+    schnetpack_light.install()    # the 3D tier needs schnetpack's layers, not its 4-second package import
+    from molgnn.screen.model_folder import load_screening_model, resolve_folder, screen_library
+
+    model = load_screening_model(args.models, calibration=args.calibration, model_2d=args.fast_tier)
+    progress = not args.no_progress
+    if progress:
+        print(f"model folder: {resolve_folder(args.models)}", file=sys.stderr)
+    res = screen_library(model, args.inputs, Path(args.out), tier=args.tier, rank_by=args.rank_by,
+                         descending=not args.ascending, top_k=args.top_k, uncertain_k=args.uncertain_k,
+                         rank_out_of_domain_last=not args.no_rank_out_of_domain_last,
+                         smiles_column=args.smiles_column, seed=args.seed, timeout_s=args.timeout,
+                         workers=args.workers, device=args.device, progress=progress)
+    if res.note:
+        print(f"note: {res.note}")
+    rank_by = args.rank_by or (model.targets[0] if model.targets else "")
+    if res.tier == "two-tier":
+        print(f"two-tier screen: the 2D tier ranked every molecule; the 3D ensemble re-predicted {res.n_3d} "
+              f"(top {args.top_k} + {args.uncertain_k} most uncertain"
+              + (f", {res.n_3d_failed} without a 3D result kept with 2D values" if res.n_3d_failed else "")
+              + "); column tier says which")
+    elif res.tier == "2d":
+        print("2D tier only (no 3D re-check)")
+    _print_screen_notes(model, res, args)
+    print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked by {rank_by} -> {res.predictions_path}, "
+          f"{res.n_rejected} rejected -> {res.rejects_path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _print_screen_notes(model, res, args) -> None:
+    """What the table's interval and domain columns are, in one line each."""
+    conformal = sorted(set(model.conformal) | (set(model.conformal_2d) if res.tier != "3d" else set()))
     if conformal:
-        print("conformal 90% intervals (<target>_low90/_high90) for " + ", ".join(conformal))
-    if domain is None:
-        print(f"no applicability domain beside {models[0]} (a model from before domains were saved): "
+        print("conformal 90% intervals (<target>_low90/_high90) for " + ", ".join(conformal)
+              + (" (each row's own tier's calibration)" if res.tier != "3d" else ""))
+    if model.domain is None:
+        print(f"no applicability domain in {model.folder} (a model from before domains were saved): "
               "no domain check was possible, in_domain and domain_reason are empty")
     elif res.n_ranked:
         import pandas as pd
         from molgnn.screen.domain import domain_summary
 
-        counts = domain_summary(pd.read_csv(res.predictions_path))
+        counts = domain_summary(pd.read_csv(res.predictions_path, usecols=["in_domain", "domain_reason"]))
         print(f"applicability domain: {counts['n_in_domain']} in, {counts['n_out_of_domain']} out ("
               + ", ".join(f"{k[len('n_out_of_domain_'):]} {v}" for k, v in counts.items()
                           if k.startswith("n_out_of_domain_") and v) + ")"
               + ("; out-of-domain ranked last" if not args.no_rank_out_of_domain_last else ""))
-    if std_scale:
+    if model.std_scale and res.tier != "2d":
         print("calibrated 95% intervals (std scale " +
-              ", ".join(f"{t} x{s:.2f}" for t, s in std_scale.items()) + ")")
-    print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked by {rank_by} -> {res.predictions_path}, "
-          f"{res.n_rejected} rejected -> {res.rejects_path}")
-    return 0
-
-
-def _conformal(choice: str, models_dir: Path) -> dict:
-    """Per-target split-conformal 90 % intervals from the same calibration.json as ``--calibration``."""
-    from molgnn.screen.calibration import load_conformal
-    from molgnn.stages.finetune import CALIBRATION_FILE
-
-    if choice == "none":
-        return {}
-    path = models_dir / CALIBRATION_FILE if choice == "auto" else Path(choice)
-    return load_conformal(path) if path.is_file() else {}
-
-
-def _domain(models_dir: Path):
-    """The applicability domain saved beside the models, or None (older model folders have none)."""
-    from molgnn.screen.domain import DOMAIN_FILE, load_domain
-
-    path = models_dir / DOMAIN_FILE
-    return load_domain(path) if path.is_file() else None
-
-
-def _std_scales(choice: str, models_dir: Path) -> dict[str, float]:
-    """Per-target std scales from ``--calibration`` (a path, ``auto`` or ``none``)."""
-    from molgnn.screen.calibration import load_std_scales
-    from molgnn.stages.finetune import CALIBRATION_FILE
-
-    if choice == "none":
-        return {}
-    if choice == "auto":
-        path = models_dir / CALIBRATION_FILE
-        return load_std_scales(path) if path.is_file() else {}
-    return load_std_scales(choice)
-
-
-def _screen_two_tier(args) -> int:
-    import torch
-
-    from molgnn.screen.fast_tier import screen_two_tier
-    from molgnn.train.checkpoints import load_checkpoint
-
-    if not Path(args.fast_tier).is_file():
-        raise FileNotFoundError(f"no 2D model at {args.fast_tier}")
-    model_2d = torch.load(args.fast_tier, weights_only=True)
-    models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
-    models = [m for m in models if m.is_file()]
-    if not models and (args.top_k or args.uncertain_k):
-        raise FileNotFoundError(f"no fine-tuned 3D models at {args.models}: pass --models, or "
-                                f"--top-k 0 --uncertain-k 0 for the 2D tier alone")
-    res = screen_two_tier(args.inputs, Path(args.out), [load_checkpoint(m) for m in models], model_2d,
-                          top_k=args.top_k, uncertain_k=args.uncertain_k, rank_by=args.rank_by,
-                          descending=not args.ascending, smiles_column=args.smiles_column, workers=args.workers,
-                          seed=args.seed, timeout_s=args.timeout, device=args.device)
-    print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked ({res.n_3d} by the 3D tier, "
-          f"{res.n_3d_failed} of those selected without a 3D result) -> {res.predictions_path}, "
-          f"{res.n_rejected} rejected -> {res.rejects_path}")
-    return 0
+              ", ".join(f"{t} x{s:.2f}" for t, s in model.std_scale.items()) + ")")
 
 
 def cmd_explain(args) -> int:
@@ -252,6 +212,9 @@ def cmd_sources(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from molgnn.config import ScreenConfig
+
+    screen_defaults = ScreenConfig()     # the two-tier defaults are params.yaml's
     p = argparse.ArgumentParser(prog="molgnn", description="Traceable molecular discovery pipeline.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -288,8 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("screen", help="predict properties, with uncertainty, for every molecule of a file")
     s.add_argument("inputs", nargs="+")
     s.add_argument("--out", required=True, help="ranked predictions CSV; rejects go to <out>.rejects.csv")
-    s.add_argument("--models", default="runs/latest/finetune",
-                   help="a folder of member_*.pt or one checkpoint (default: the newest finished run's)")
+    s.add_argument("--models", default="runs/latest",
+                   help="a run folder (default: the newest finished run's; its fast_tier folder when it has a 2D "
+                        "tier, else its finetune folder), a model folder of member_*.pt (+ model_2d.pt) or one "
+                        "checkpoint")
+    s.add_argument("--tier", choices=["auto", "3d", "2d"], default="auto",
+                   help="auto: the 2D tier over every molecule, the 3D ensemble on the --top-k best and "
+                        "--uncertain-k most uncertain (the full 3D screen when the model has no 2D tier); "
+                        "3d: the 3D ensemble on every molecule (slow); 2d: the 2D tier alone")
+    s.add_argument("--top-k", type=int, default=screen_defaults.top_k,
+                   help="two-tier: the best 2D molecules re-predicted in 3D (default %(default)s)")
+    s.add_argument("--uncertain-k", type=int, default=screen_defaults.uncertain_k,
+                   help="two-tier: the most uncertain other 2D molecules re-predicted in 3D (default %(default)s)")
     s.add_argument("--calibration", default="auto",
                    help="calibration.json of the fine-tune stage for calibrated 95%% intervals "
                         "(auto: the one beside --models if present; none: raw ensemble spread only)")
@@ -303,11 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="cpu")
+    s.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (default: bars on a terminal, a line every 10 s otherwise, on stderr)")
     s.add_argument("--fast-tier", metavar="MODEL_2D",
-                   help="2D model checkpoint: rank everything from SMILES, send the best and most uncertain to 3D")
-    s.add_argument("--top-k", type=int, default=100, help="with --fast-tier: best 2D molecules re-predicted in 3D")
-    s.add_argument("--uncertain-k", type=int, default=100,
-                   help="with --fast-tier: most uncertain other 2D molecules re-predicted in 3D")
+                   help="a 2D model checkpoint to use instead of the model folder's model_2d.pt")
     s.set_defaults(func=cmd_screen)
 
     x = sub.add_parser("explain", help="draw per-atom attributions of the ensemble's prediction on each molecule")

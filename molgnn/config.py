@@ -286,6 +286,22 @@ class FinetuneConfig:
 
 
 @_section
+class FastTierConfig:
+    """The 2D screening tier, trained right after fine-tuning (molgnn.stages.fast_tier): GINE members on
+    the fine-tuning split, on the labels alone and distilled from the 3D ensemble; the better on
+    validation is kept and ``molgnn screen`` uses it by default."""
+
+    enabled: Bool = True
+    members: PosInt = 3                              # ensemble size (the spread picks the uncertain molecules)
+    epochs: PosInt = 25
+    teacher_weight: Fraction = 0.5                   # distilled targets: w * 3D prediction + (1 - w) * label; 0: labels only
+    hidden: PosInt = 64
+    layers: PosInt = 3
+    batch_size: PosInt = 64
+    lr: PosFloat = 2e-3
+
+
+@_section
 class GeneratorTrainingConfig:
     """What both generators share: molgnn.generate.training.train_generator_on_graphs' options."""
 
@@ -385,6 +401,9 @@ class ScreenConfig:
     rank_by: Str = "gap"
     descending: Bool = True
     rank_out_of_domain_last: Bool = True   # never rank a molecule outside the training domain above one inside
+    tier: Literal["auto", "3d", "2d"] = "auto"   # auto: two-tier when the model has a 2D tier, else 3D
+    top_k: NonNegInt = 50                  # two-tier: the best 2D molecules re-predicted by the 3D ensemble
+    uncertain_k: NonNegInt = 50            # two-tier: and the most uncertain (2D spread) others
 
 
 @_section
@@ -403,6 +422,7 @@ class Params:
     model: _part(ModelConfig) = field(default_factory=ModelConfig)
     pretrain: _part(PretrainConfig) = field(default_factory=PretrainConfig)
     finetune: _part(FinetuneConfig) = field(default_factory=FinetuneConfig)
+    fast_tier: _part(FastTierConfig) = field(default_factory=FastTierConfig)
     generate: _part(GenerateConfig) = field(default_factory=GenerateConfig)
     filter: _part(FilterConfig) = field(default_factory=FilterConfig)
     screen: _part(ScreenConfig) = field(default_factory=ScreenConfig)
@@ -420,6 +440,8 @@ class Params:
         if columns is not None and set(targets) - set(columns):
             problems.append(("finetune.targets", targets,
                              f"columns that data.target_columns keeps ({columns})"))
+        if self.screen.tier == "2d" and not self.fast_tier.enabled:
+            problems.append(("screen.tier", "2d", "auto or 3d when fast_tier.enabled is false (no 2D tier is trained)"))
         if self.finetune.cuda_graphs and self.device == "cpu":
             problems.append(("finetune.cuda_graphs", True, "false on device cpu (CUDA graphs need a GPU)"))
         _check(problems)

@@ -50,7 +50,8 @@ TINY_PARAMS = {
                  "diffusion": {"epochs": 40, "timesteps": 10, "hidden_dim": 16, "n_layers": 1},
                  "guidance": {"enabled": True, "epochs": 1, "hidden_dim": 16, "n_layers": 1, "edge_scale": 0.0},
                  "n_samples": 16},
-    "screen": {"rank_by": "gap"},
+    "fast_tier": {"members": 2, "epochs": 3, "hidden": 16, "layers": 2},
+    "screen": {"rank_by": "gap", "top_k": 2, "uncertain_k": 1},
 }
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from rdkit import Chem
@@ -173,13 +173,15 @@ class _Worker:
 
 def embed_many(smiles_list: list[str], seed: int = 0, timeout_s: float = 10.0, max_iterations: int = 200,
                workers: int | None = None, *, grace_s: float = 1.0,
-               startup_timeout_s: float = 120.0) -> list[Conformer | ConformerError]:
+               startup_timeout_s: float = 120.0,
+               progress: Callable[[int], None] | None = None) -> list[Conformer | ConformerError]:
     """Embed every SMILES in worker processes; results (or errors) come back in input order.
 
     A molecule still running ``timeout_s + grace_s`` seconds after it was handed to a worker has its
     worker killed and is recorded as a time-out; a worker that dies (e.g. a crash inside RDKit) is
     recorded as a failure for its molecule. Either way a fresh worker takes over the queue. Every
     molecule uses the same ``seed``, so results do not depend on which worker ran it.
+    ``progress(1)`` is called as each molecule is done (a progress bar's update).
     """
     n = len(smiles_list)
     results: list[Conformer | ConformerError | None] = [None] * n
@@ -190,6 +192,7 @@ def embed_many(smiles_list: list[str], seed: int = 0, timeout_s: float = 10.0, m
     pending = list(range(n - 1, -1, -1))   # a stack: pop() hands out indices in input order
     hard_limit = timeout_s + grace_s
     pool: list[_Worker] = []
+    tick = progress or (lambda n: None)
 
     def retire(w: _Worker) -> None:
         pool.remove(w)
@@ -217,6 +220,7 @@ def embed_many(smiles_list: list[str], seed: int = 0, timeout_s: float = 10.0, m
                     if w.job is None:
                         raise RuntimeError(f"conformer worker exited before it was ready (exit code {code})") from None
                     results[w.job] = ConformerError(f"conformer worker died (exit code {code})")
+                    tick(1)
                     retire(w)
                     continue
                 if msg[0] == "ready":
@@ -230,6 +234,7 @@ def embed_many(smiles_list: list[str], seed: int = 0, timeout_s: float = 10.0, m
                 else:
                     results[index] = ConformerError(payload[0], timed_out=bool(payload[1]))
                 w.job = None
+                tick(1)
             now = time.monotonic()
             for w in list(pool):
                 if not w.ready and now - w.started > startup_timeout_s:
@@ -237,6 +242,7 @@ def embed_many(smiles_list: list[str], seed: int = 0, timeout_s: float = 10.0, m
                 if w.job is not None and now - w.started > hard_limit:
                     results[w.job] = ConformerError(
                         f"time-out: no conformer within {timeout_s} s (worker killed)", timed_out=True)
+                    tick(1)
                     retire(w)
     finally:
         for w in pool:

@@ -28,7 +28,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -112,8 +112,10 @@ def _records(inputs: list[str], smiles_column: str | None, target_columns: list[
 
 def ingest(inputs: list[str], out_dir: str | Path, *, smiles_column: str | None = None,
            target_columns: list[str] | None = None, max_heavy_atoms: int = 50,
-           limit: int | None = None) -> IngestResult:
+           limit: int | None = None, progress: Callable[[int], None] | None = None) -> IngestResult:
     """Read, standardize and deduplicate ``inputs`` (named sources, files or URLs) into ``out_dir``.
+
+    ``progress(n)`` is called as input rows are done (a progress bar's update).
 
     ``target_columns``: ``None`` keeps every numeric column, ``[]`` none, a list those (each must be
     in at least one input).
@@ -140,6 +142,8 @@ def ingest(inputs: list[str], out_dir: str | Path, *, smiles_column: str | None 
         src_columns: set[str] = set()
         for rec in records:
             n_input += 1
+            if progress is not None:
+                progress(1)
             seen_rows.add((rec.source, rec.row))
             for col in rec.props:
                 if col in src_columns:

@@ -7,10 +7,13 @@ featurizer gets a new name; an existing one never changes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from rdkit import Chem
-from torch_geometric.data import Data
+
+if TYPE_CHECKING:   # torch_geometric costs seconds to import; the screening tier needs only the features
+    from torch_geometric.data import Data
 
 
 class FeaturizerError(ValueError):
@@ -82,7 +85,9 @@ class AtomBondFeaturizerV1:
     def bond_dim(self) -> int:
         return len(self.bond_features(Chem.MolFromSmiles("CC").GetBondWithIdx(0)))
 
-    def __call__(self, smiles: str) -> Data:
+    def __call__(self, smiles: str) -> "Data":
+        from torch_geometric.data import Data
+
         mol = Chem.MolFromSmiles(smiles) if smiles else None
         if mol is None or mol.GetNumAtoms() == 0:
             raise FeaturizerError(f"cannot featurize SMILES {smiles!r}: RDKit cannot parse it")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -61,10 +62,12 @@ def _given_geometry(z: object, pos: object) -> tuple[np.ndarray, np.ndarray] | s
 
 
 def build_structures(molecules: pd.DataFrame, out_dir: str | Path, *, seed: int, timeout_s: float,
-                     max_iterations: int, workers: int | None = None) -> StructuresResult:
+                     max_iterations: int, workers: int | None = None,
+                     progress: Callable[[int], None] | None = None) -> StructuresResult:
     """Write ``structures.parquet`` and ``structure_rejects.csv`` for the rows of ``molecules``.
 
     ``molecules`` has molecules.parquet's columns (geometry columns optional). Rows keep their order.
+    ``progress(1)`` is called per embedded molecule.
     """
     needed = [schema.MOL_ID, schema.SMILES, schema.SOURCE, schema.ROW, schema.RAW]
     missing = [c for c in needed if c not in molecules.columns]
@@ -93,7 +96,7 @@ def build_structures(molecules: pd.DataFrame, out_dir: str | Path, *, seed: int,
 
     smiles = molecules[schema.SMILES].astype(str).tolist()
     results = embed_many([smiles[i] for i in to_embed], seed=seed, timeout_s=timeout_s,
-                         max_iterations=max_iterations, workers=workers)
+                         max_iterations=max_iterations, workers=workers, progress=progress)
     n_embedded = 0
     for i, res in zip(to_embed, results):
         if isinstance(res, Conformer):

@@ -1,15 +1,23 @@
 """A small 2D message-passing model (GINE) on ``atom-bond-v1`` graphs: the fast screening tier.
 
 It needs only SMILES (no conformers). An ensemble of a few seeds gives a mean and a spread; it is
-trained (``train_graph2d``) on a blend of true labels and a 3D teacher's predictions (distillation),
-see :mod:`molgnn.screen.fast_tier`.
+trained (``train_graph2d``) on true labels or on a blend of labels and a 3D teacher's predictions
+(distillation), see :mod:`molgnn.screen.fast_tier`. Regression targets come out in their units;
+binary classification targets (``Graph2DConfig.task_types``) come out as probabilities.
 
 Checkpoint: ``{"kind": "graph2d", "config": {...}, "state_dicts": [...], "featurizer": "atom-bond-v1"}``
 (plain tensors and JSON-able config, ``torch.load(weights_only=True)`` safe).
 
 Featurization for screening goes through :func:`featurize_many`, which gives exactly the tensors of
 ``molgnn.featurize.graph2d.get_featurizer("atom-bond-v1")`` but caches the feature row of each
-distinct atom and bond environment (a library has few), several times faster.
+distinct atom and bond environment (a library has few), several times faster. Prediction can take
+the store in indexed form (:func:`featurize_indexed`: each atom and bond a row number into a small
+table of distinct feature rows), so the input embedding and the edge projections are computed once
+per distinct row instead of once per atom and bond.
+
+The GINE layer is written out here (sum over neighbours of ``relu(h_j + W e_ji)``, then an MLP of
+``(1 + eps) h_i + sum``): the same parameters and numbers as torch-geometric's ``GINEConv``, whose
+import alone costs seconds at every ``molgnn screen``.
 """
 from __future__ import annotations
 
@@ -19,22 +27,21 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from rdkit import Chem, RDLogger
+from rdkit import Chem, rdBase
 from torch import nn
-from torch_geometric.nn import GINEConv
-from torch_geometric.utils import scatter
 
 from molgnn.featurize.graph2d import get_featurizer
 
 FEATURIZER = "atom-bond-v1"
 KIND = "graph2d"
+REGRESSION, CLASSIFICATION = "regression", "classification"   # as molgnn.models.property_model
 
 
 # ----------------------------------------------------------------------------------------------
 # featurization: same numbers as atom-bond-v1, cached per atom/bond environment
 
 class FastAtomBond:
-    """Cached ``atom-bond-v1``: ``graph(smiles)`` -> (x, edge_index, edge_attr) or None if unparsable."""
+    """Cached ``atom-bond-v1``: row numbers into ``atom_rows`` / ``bond_rows`` per molecule."""
 
     def __init__(self, name: str = FEATURIZER):
         if name != FEATURIZER:
@@ -44,23 +51,17 @@ class FastAtomBond:
         self.bond_cache: dict[tuple, int] = {}
         self.atom_rows: list[list[float]] = []
         self.bond_rows: list[list[float]] = []
+        self.atom_dim = self.feat.atom_dim
         self.bond_dim = self.feat.bond_dim
 
-    def _atom(self, a: Chem.Atom) -> int:
-        key = (a.GetAtomicNum(), a.GetTotalDegree(), a.GetFormalCharge(), a.GetTotalNumHs(),
-               a.GetHybridization(), a.GetIsAromatic(), a.IsInRing(), a.GetIsotope())
-        idx = self.atom_cache.get(key)
-        if idx is None:
-            idx = self.atom_cache[key] = len(self.atom_rows)
-            self.atom_rows.append(self.feat.atom_features(a))
+    def _new_atom(self, key: tuple, a: Chem.Atom) -> int:
+        idx = self.atom_cache[key] = len(self.atom_rows)
+        self.atom_rows.append(self.feat.atom_features(a))
         return idx
 
-    def _bond(self, b: Chem.Bond) -> int:
-        key = (b.GetBondType(), b.GetIsConjugated(), b.IsInRing(), b.GetStereo())
-        idx = self.bond_cache.get(key)
-        if idx is None:
-            idx = self.bond_cache[key] = len(self.bond_rows)
-            self.bond_rows.append(self.feat.bond_features(b))
+    def _new_bond(self, key: tuple, b: Chem.Bond) -> int:
+        idx = self.bond_cache[key] = len(self.bond_rows)
+        self.bond_rows.append(self.feat.bond_features(b))
         return idx
 
     def indices(self, smiles: str) -> tuple[list[int], list[int], list[int], list[int]] | None:
@@ -70,54 +71,103 @@ class FastAtomBond:
         return self.mol_indices(mol)
 
     def mol_indices(self, mol: Chem.Mol) -> tuple[list[int], list[int], list[int], list[int]]:
-        """Rows into ``atom_rows`` / ``bond_rows`` and the directed edges of a sanitized molecule."""
-        atoms = [self._atom(a) for a in mol.GetAtoms()]
-        src, dst, bonds = [], [], []
-        for b in mol.GetBonds():
-            i, j, f = b.GetBeginAtomIdx(), b.GetEndAtomIdx(), self._bond(b)
-            src += [i, j]
-            dst += [j, i]
-            bonds += [f, f]
+        """Rows into ``atom_rows`` / ``bond_rows`` and the directed edges of a sanitized molecule.
+
+        The hot loop of screening: keys are tuples of the getters the features read (every feature
+        is a function of its key), looked up in a dict; a new key computes its row once."""
+        acache, bcache = self.atom_cache, self.bond_cache
+        atoms = []
+        # by index: GetAtoms()/GetBonds() are Python sequence wrappers costing ~2 us per item
+        atom, bond = mol.GetAtomWithIdx, mol.GetBondWithIdx
+        for i in range(mol.GetNumAtoms()):
+            a = atom(i)
+            key = (a.GetAtomicNum(), a.GetTotalDegree(), a.GetFormalCharge(), a.GetTotalNumHs(),
+                   a.GetHybridization(), a.GetIsAromatic(), a.IsInRing(), a.GetIsotope())
+            idx = acache.get(key)
+            atoms.append(self._new_atom(key, a) if idx is None else idx)
+        src: list[int] = []
+        dst: list[int] = []
+        bonds: list[int] = []
+        for k in range(mol.GetNumBonds()):
+            b = bond(k)
+            key = (b.GetBondType(), b.GetIsConjugated(), b.IsInRing(), b.GetStereo())
+            f = bcache.get(key)
+            if f is None:
+                f = self._new_bond(key, b)
+            i, j = b.GetBeginAtomIdx(), b.GetEndAtomIdx()
+            src += (i, j)
+            dst += (j, i)
+            bonds += (f, f)
         return atoms, src, dst, bonds
 
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(atom table [A, atom_dim], bond table [B, bond_dim]); one zero row when empty."""
+        return (torch.tensor(self.atom_rows or [[0.0] * self.atom_dim], dtype=torch.float32),
+                torch.tensor(self.bond_rows or [[0.0] * self.bond_dim], dtype=torch.float32))
 
-def featurize_many(smiles: Sequence[str | Chem.Mol]) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """One batched graph store for all parsable SMILES, and the positions of the unparsable ones.
 
-    Items may be SMILES or sanitized RDKit molecules. Store: ``x`` [N, atom_dim], ``edge_index`` [2, E] (global node indices), ``edge_attr`` [E, bond_dim],
-    ``node_ptr`` / ``edge_ptr`` [G+1]; graph g is the g-th parsable SMILES.
+def featurize_indexed(items: Sequence[str | Chem.Mol], fa: FastAtomBond | None = None
+                      ) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """Indexed graph store of the parsable items, and the positions of the unparsable ones.
+
+    Items may be SMILES or sanitized RDKit molecules. Store: ``atom_idx`` [N] / ``bond_idx`` [E]
+    (rows of ``atom_table`` / ``bond_table``), ``edge_index`` [2, E] (global node indices),
+    ``node_ptr`` / ``edge_ptr`` [G+1]. ``fa`` (reused across calls) keeps its cache.
     """
-    RDLogger.DisableLog("rdApp.*")
-    fa = FastAtomBond()
+    fa = fa or FastAtomBond()
     atom_idx: list[int] = []
     src: list[int] = []
     dst: list[int] = []
     bond_idx: list[int] = []
     node_counts, edge_counts, failed = [], [], []
     offset = 0
-    for k, smi in enumerate(smiles):
-        r = fa.mol_indices(smi) if isinstance(smi, Chem.Mol) else fa.indices(smi)
+    quiet = rdBase.BlockLogs()      # unparsable SMILES are reported by position, not on stderr
+    for k, item in enumerate(items):
+        r = fa.mol_indices(item) if isinstance(item, Chem.Mol) else fa.indices(item)
         if r is None:
             failed.append(k)
             continue
         a, s, d, b = r
         atom_idx += a
-        src += [offset + i for i in s]
-        dst += [offset + i for i in d]
+        if offset:
+            s = [offset + i for i in s]
+            d = [offset + i for i in d]
+        src += s
+        dst += d
         bond_idx += b
         offset += len(a)
         node_counts.append(len(a))
         edge_counts.append(len(s))
-    atom_table = torch.tensor(fa.atom_rows or [[0.0] * fa.feat.atom_dim], dtype=torch.float32)
-    bond_table = torch.tensor(fa.bond_rows or [[0.0] * fa.bond_dim], dtype=torch.float32)
+    del quiet
+    atom_table, bond_table = fa.tables()
     store = {
-        "x": atom_table[torch.tensor(atom_idx, dtype=torch.long)],
+        "atom_idx": torch.tensor(atom_idx, dtype=torch.long),
+        "bond_idx": torch.tensor(bond_idx, dtype=torch.long),
+        "atom_table": atom_table, "bond_table": bond_table,
         "edge_index": torch.tensor([src, dst], dtype=torch.long).reshape(2, -1),
-        "edge_attr": bond_table[torch.tensor(bond_idx, dtype=torch.long)].reshape(-1, fa.bond_dim),
         "node_ptr": torch.tensor([0] + node_counts, dtype=torch.long).cumsum(0),
         "edge_ptr": torch.tensor([0] + edge_counts, dtype=torch.long).cumsum(0),
     }
     return store, failed
+
+
+def featurize_many(smiles: Sequence[str | Chem.Mol]) -> tuple[dict[str, torch.Tensor], list[int]]:
+    """One batched graph store for all parsable SMILES, and the positions of the unparsable ones.
+
+    Items may be SMILES or sanitized RDKit molecules. Store: ``x`` [N, atom_dim], ``edge_index`` [2, E]
+    (global node indices), ``edge_attr`` [E, bond_dim], ``node_ptr`` / ``edge_ptr`` [G+1]; graph g is
+    the g-th parsable SMILES.
+    """
+    ind, failed = featurize_indexed(smiles)
+    return dense_store(ind), failed
+
+
+def dense_store(ind: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An indexed store (:func:`featurize_indexed`) with its feature rows written out."""
+    return {"x": ind["atom_table"][ind["atom_idx"]],
+            "edge_index": ind["edge_index"],
+            "edge_attr": ind["bond_table"][ind["bond_idx"]].reshape(-1, ind["bond_table"].shape[1]),
+            "node_ptr": ind["node_ptr"], "edge_ptr": ind["edge_ptr"]}
 
 
 def _chunk_worker(smiles: list[str]) -> tuple[dict[str, torch.Tensor], list[int]]:
@@ -156,7 +206,7 @@ def concat_stores(results: list[tuple[dict, list[int]]], sizes: list[int]) -> tu
 
 
 def select_graphs(store: dict[str, torch.Tensor], idx: Sequence[int] | torch.Tensor) -> dict[str, torch.Tensor]:
-    """The sub-store of graphs ``idx`` (in that order), node indices renumbered."""
+    """The sub-store of graphs ``idx`` (in that order), node indices renumbered (dense or indexed store)."""
     idx = torch.as_tensor(idx, dtype=torch.long)
     np_, ep = store["node_ptr"], store["edge_ptr"]
     n_counts, e_counts = np_[idx + 1] - np_[idx], ep[idx + 1] - ep[idx]
@@ -167,12 +217,27 @@ def select_graphs(store: dict[str, torch.Tensor], idx: Sequence[int] | torch.Ten
     # shift each edge from its old graph offset to the new one
     graph_of_edge = torch.repeat_interleave(torch.arange(len(idx)), e_counts)
     shift = (new_np[:-1] - np_[idx])[graph_of_edge]
-    return {"x": store["x"][node_sel], "edge_index": store["edge_index"][:, edge_sel] + shift,
-            "edge_attr": store["edge_attr"][edge_sel], "node_ptr": new_np, "edge_ptr": new_ep}
+    out = {"edge_index": store["edge_index"][:, edge_sel] + shift, "node_ptr": new_np, "edge_ptr": new_ep}
+    if "x" in store:
+        out.update(x=store["x"][node_sel], edge_attr=store["edge_attr"][edge_sel])
+    else:
+        out.update(atom_idx=store["atom_idx"][node_sel], bond_idx=store["bond_idx"][edge_sel],
+                   atom_table=store["atom_table"], bond_table=store["bond_table"])
+    return out
+
+
+def slice_indexed(store: dict[str, torch.Tensor], a: int, b: int) -> dict[str, torch.Tensor]:
+    """Graphs ``a`` to ``b - 1`` of an indexed store (node numbers shifted to start at 0)."""
+    n0, n1 = int(store["node_ptr"][a]), int(store["node_ptr"][b])
+    e0, e1 = int(store["edge_ptr"][a]), int(store["edge_ptr"][b])
+    return {"atom_idx": store["atom_idx"][n0:n1], "bond_idx": store["bond_idx"][e0:e1],
+            "atom_table": store["atom_table"], "bond_table": store["bond_table"],
+            "edge_index": store["edge_index"][:, e0:e1] - n0,
+            "node_ptr": store["node_ptr"][a:b + 1] - n0, "edge_ptr": store["edge_ptr"][a:b + 1] - e0}
 
 
 def batches(store: dict[str, torch.Tensor], batch_size: int, order: torch.Tensor | None = None):
-    """Yield (x, edge_index, edge_attr, batch, n_graphs, graph_idx) batches of a store."""
+    """Yield (x, edge_index, edge_attr, batch, n_graphs, graph_idx) batches of a dense store."""
     g = store["node_ptr"].numel() - 1
     order = torch.arange(g) if order is None else order
     contiguous = bool((order == torch.arange(g)).all()) if len(order) == g else False
@@ -203,11 +268,33 @@ class Graph2DConfig:
     hidden: int = 64
     layers: int = 3
     featurizer: str = FEATURIZER
+    task_types: list[str] | None = None       # per target, regression | classification; None: all regression
+
+    def types(self) -> list[str]:
+        return list(self.task_types) if self.task_types else [REGRESSION] * len(self.targets)
+
+
+class GINELayer(nn.Module):
+    """GINE (Hu et al. 2020): ``mlp((1 + eps) h_i + sum_j relu(h_j + lin(e_ji)))``; parameter names
+    and numbers as torch-geometric's ``GINEConv(mlp, edge_dim=...)`` (``eps`` a fixed buffer)."""
+
+    def __init__(self, mlp: nn.Sequential, edge_dim: int):
+        super().__init__()
+        self.nn = mlp
+        self.register_buffer("eps", torch.zeros(1))
+        self.lin = nn.Linear(edge_dim, mlp[0].in_features)
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_emb: torch.Tensor) -> torch.Tensor:
+        """``edge_emb``: ``lin(edge_attr)``, one row per edge."""
+        msg = (x.index_select(0, edge_index[0]) + edge_emb).relu()
+        agg = torch.zeros_like(x).index_add_(0, edge_index[1], msg)
+        return self.nn(agg + (1 + self.eps) * x)
 
 
 class Graph2DModel(nn.Module):
     """GINE message passing (edge features in every message), sum + mean readout, MLP head.
-    Outputs are in target units: the head predicts standardised values, un-scaled by buffers."""
+    Outputs are in target units (the head predicts standardised values, un-scaled by buffers) and
+    probabilities for classification targets (the head predicts their logits)."""
 
     def __init__(self, cfg: Graph2DConfig):
         super().__init__()
@@ -215,34 +302,88 @@ class Graph2DModel(nn.Module):
         h = cfg.hidden
         self.embed = nn.Linear(cfg.atom_dim, h)
         self.convs = nn.ModuleList(
-            GINEConv(nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h)), edge_dim=cfg.bond_dim)
+            GINELayer(nn.Sequential(nn.Linear(h, h), nn.SiLU(), nn.Linear(h, h)), cfg.bond_dim)
             for _ in range(cfg.layers))
         self.norms = nn.ModuleList(nn.LayerNorm(h) for _ in range(cfg.layers))
         self.head = nn.Sequential(nn.Linear(2 * h, h), nn.SiLU(), nn.Linear(h, len(cfg.targets)))
         self.register_buffer("y_mean", torch.zeros(len(cfg.targets)))
         self.register_buffer("y_std", torch.ones(len(cfg.targets)))
+        self.register_buffer("is_cls", torch.tensor([t == CLASSIFICATION for t in cfg.types()], dtype=torch.bool))
+
+    def _encode(self, h, edge_index, edge_embs, batch, n_graphs: int) -> torch.Tensor:
+        for conv, norm, e in zip(self.convs, self.norms, edge_embs):
+            h = h + torch.nn.functional.silu(norm(conv(h, edge_index, e)))
+        summed = torch.zeros(n_graphs, h.shape[1], dtype=h.dtype).index_add_(0, batch, h)
+        counts = torch.bincount(batch, minlength=n_graphs).clamp_min(1).to(h.dtype)
+        return self.head(torch.cat([summed / 10.0, summed / counts[:, None]], dim=1))
+
+    def logits(self, x, edge_index, edge_attr, batch, n_graphs: int) -> torch.Tensor:
+        """The head's raw output: standardised values (regression) and logits (classification)."""
+        return self._encode(self.embed(x), edge_index, [conv.lin(edge_attr) for conv in self.convs], batch, n_graphs)
+
+    def outputs(self, raw: torch.Tensor) -> torch.Tensor:
+        return torch.where(self.is_cls, torch.sigmoid(raw), raw * self.y_std + self.y_mean)
 
     def forward(self, x, edge_index, edge_attr, batch, n_graphs: int) -> torch.Tensor:
-        h = self.embed(x)
-        for conv, norm in zip(self.convs, self.norms):
-            h = h + torch.nn.functional.silu(norm(conv(h, edge_index, edge_attr)))
-        pooled = torch.cat([scatter(h, batch, 0, dim_size=n_graphs, reduce="sum") / 10.0,
-                            scatter(h, batch, 0, dim_size=n_graphs, reduce="mean")], dim=1)
-        return self.head(pooled) * self.y_std + self.y_mean
+        return self.outputs(self.logits(x, edge_index, edge_attr, batch, n_graphs))
+
+    def forward_indexed(self, store: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Outputs for a whole indexed store (:func:`featurize_indexed`): the input embedding and
+        each layer's edge projection are computed on the distinct feature rows, then gathered."""
+        counts = store["node_ptr"][1:] - store["node_ptr"][:-1]
+        n_graphs = counts.numel()
+        batch = torch.repeat_interleave(torch.arange(n_graphs), counts)
+        h = self.embed(store["atom_table"]).index_select(0, store["atom_idx"])
+        embs = [conv.lin(store["bond_table"]).index_select(0, store["bond_idx"]) for conv in self.convs]
+        return self.outputs(self._encode(h, store["edge_index"], embs, batch, n_graphs))
+
+
+def _load_state(model: Graph2DModel, sd: dict[str, torch.Tensor]) -> None:
+    """Load weights; a checkpoint from before classification support has no ``is_cls`` (all regression)."""
+    sd = dict(sd)
+    sd.setdefault("is_cls", model.is_cls)
+    model.load_state_dict(sd)
+
+
+def _val_score(pred: torch.Tensor, y: torch.Tensor, std: torch.Tensor, is_cls: torch.Tensor) -> float:
+    """Mean over targets of MAE / label std (regression) and binary cross-entropy (classification)."""
+    parts = []
+    for k in range(y.shape[1]):
+        ok = ~torch.isnan(y[:, k])
+        if not bool(ok.any()):
+            continue
+        p, t = pred[ok, k].double(), y[ok, k].double()
+        if bool(is_cls[k]):
+            parts.append(float(torch.nn.functional.binary_cross_entropy(p.clamp(1e-7, 1 - 1e-7), t)))
+        else:
+            parts.append(float((p - t).abs().mean()) / float(std[k]))
+    return float(np.mean(parts)) if parts else math.nan
 
 
 def train_graph2d(store: dict[str, torch.Tensor], y: torch.Tensor, targets: Sequence[str], *,
                   val_store: dict | None = None, val_y: torch.Tensor | None = None, seed: int = 0,
                   epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, hidden: int = 64,
-                  layers: int = 3, weight_decay: float = 1e-4) -> tuple[Graph2DModel, list[dict]]:
-    """Train one model on ``y`` [G, T] (NaN entries masked); best validation-MAE weights kept."""
+                  layers: int = 3, weight_decay: float = 1e-4,
+                  task_types: Sequence[str] | None = None) -> tuple[Graph2DModel, list[dict]]:
+    """Train one model on ``y`` [G, T] (NaN entries masked); the weights of the best validation
+    score (``val_score``: MAE / label std for regression, cross-entropy for classification) kept.
+
+    Classification targets (``task_types``) train with binary cross-entropy on their logit; their
+    ``y`` may be soft (a teacher's probability blended with the label) and must lie in [0, 1]."""
     torch.manual_seed(seed)
     atom_dim, bond_dim = store["x"].shape[1], store["edge_attr"].shape[1]
-    model = Graph2DModel(Graph2DConfig(list(targets), atom_dim, bond_dim, hidden, layers))
+    cfg = Graph2DConfig(list(targets), atom_dim, bond_dim, hidden, layers,
+                        task_types=list(task_types) if task_types else None)
+    model = Graph2DModel(cfg)
+    is_cls = model.is_cls
     y = y.float()
-    mean = torch.nanmean(y, 0)
-    std = torch.tensor([float(np.nanstd(y[:, k].numpy())) or 1.0 for k in range(y.shape[1])])
-    model.y_mean.copy_(mean), model.y_std.copy_(std.clamp_min(1e-8))
+    bad = y[:, is_cls][~torch.isnan(y[:, is_cls])]
+    if bad.numel() and bool(((bad < 0) | (bad > 1)).any()):
+        raise ValueError("classification targets of the 2D tier need labels in [0, 1]")
+    mean = torch.where(is_cls, torch.zeros(()), torch.nanmean(y, 0).nan_to_num(0.0))
+    std = torch.tensor([1.0 if bool(is_cls[k]) else (float(np.nanstd(y[:, k].numpy())) or 1.0)
+                        for k in range(y.shape[1])])
+    model.y_mean.copy_(mean), model.y_std.copy_(std.nan_to_num(1.0).clamp_min(1e-8))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs))
     gen = torch.Generator().manual_seed(seed)
@@ -254,8 +395,12 @@ def train_graph2d(store: dict[str, torch.Tensor], y: torch.Tensor, targets: Sequ
         for x, ei, ea, b, ng, idx in batches(store, batch_size, torch.randperm(g, generator=gen)):
             target = y[idx]
             valid = ~torch.isnan(target)
-            pred = model(x, ei, ea, b, ng)
-            loss = (((pred - torch.where(valid, target, pred.detach())) / model.y_std) ** 2).sum() / valid.sum().clamp_min(1)
+            raw = model.logits(x, ei, ea, b, ng)
+            t0 = torch.where(valid, target, torch.zeros_like(target))
+            sq = ((raw - (t0 - model.y_mean) / model.y_std) ** 2)
+            ce = torch.nn.functional.binary_cross_entropy_with_logits(raw, t0.clamp(0, 1), reduction="none")
+            per = torch.where(valid, torch.where(is_cls, ce, sq), torch.zeros_like(sq))
+            loss = per.sum() / valid.sum().clamp_min(1)
             opt.zero_grad()
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), 10.0)
@@ -265,10 +410,9 @@ def train_graph2d(store: dict[str, torch.Tensor], y: torch.Tensor, targets: Sequ
         rec = {"epoch": epoch, "train_loss": total / max(n, 1)}
         if val_store is not None and val_y is not None:
             vp = predict_store(model, val_store)
-            err = (vp - val_y.float()).abs()
-            rec["val_mae"] = float(torch.nanmean(err))
-            if rec["val_mae"] < best:
-                best, best_state = rec["val_mae"], {k: v.clone() for k, v in model.state_dict().items()}
+            rec["val_score"] = _val_score(vp, val_y.float(), model.y_std, is_cls)
+            if rec["val_score"] < best:
+                best, best_state = rec["val_score"], {k: v.clone() for k, v in model.state_dict().items()}
         history.append(rec)
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -278,8 +422,14 @@ def train_graph2d(store: dict[str, torch.Tensor], y: torch.Tensor, targets: Sequ
 
 @torch.no_grad()
 def predict_store(model: Graph2DModel, store: dict[str, torch.Tensor], batch_size: int = 2048) -> torch.Tensor:
+    """Outputs for a dense or an indexed store, in graph order."""
     model.eval()
-    outs = [model(x, ei, ea, b, ng) for x, ei, ea, b, ng, _ in batches(store, batch_size)]
+    if "atom_idx" in store:
+        g = store["node_ptr"].numel() - 1
+        outs = [model.forward_indexed(slice_indexed(store, s, min(s + batch_size, g)) if g > batch_size else store)
+                for s in range(0, g, batch_size)]
+    else:
+        outs = [model(x, ei, ea, b, ng) for x, ei, ea, b, ng, _ in batches(store, batch_size)]
     return torch.cat(outs) if outs else torch.zeros(0, len(model.cfg.targets))
 
 
@@ -296,7 +446,7 @@ def models_from_checkpoint(ckpt: dict[str, Any]) -> list[Graph2DModel]:
     models = []
     for sd in ckpt["state_dicts"]:
         m = Graph2DModel(Graph2DConfig(**ckpt["config"]))
-        m.load_state_dict(sd)
+        _load_state(m, sd)
         m.eval()
         models.append(m)
     return models

@@ -243,6 +243,37 @@ def _finetune(b: _Builder) -> None:
                  "finetune_curve.png", "fine-tuning learning curve")
 
 
+_SCORE_NAMES = {"mae": "MAE", "rmse": "RMSE", "r2": "R²", "roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "ece": "ECE"}
+
+
+def _fast_tier(b: _Builder) -> None:
+    """Both screening tiers on the fine-tuning test split: the 3D ensemble, and the 2D tier's two
+    variants (labels only, distilled from the 3D ensemble) with the one kept by validation marked."""
+    if "fast_tier" not in b.results:
+        return
+    r = b.results["fast_tier"]
+    m, info = r.metrics, r.info
+    b.add("### Screening tiers (fast 2D tier vs 3D ensemble)",
+          b.runs_line("fast_tier") + f" — the 2D tier (GINE ensemble on SMILES) trained on the same split "
+          f"({fmt(info.get('n_train'))} train / {fmt(info.get('n_val'))} val / {fmt(info.get('n_test'))} test) "
+          f"on the labels and distilled from the 3D ensemble (teacher weight {fmt(info.get('teacher_weight'))}); "
+          f"kept: **{info.get('chosen', '?')}** (better validation score). `molgnn screen` ranks every molecule "
+          "with it and re-predicts the best and the most uncertain with the 3D ensemble.",
+          b.cached_note("fast_tier"))
+    types, units = info.get("task_types", {}), info.get("units", {})
+    tiers = [("3D ensemble (PaiNN)", "3d"), ("2D, labels only", "2d_labels"), ("2D, distilled", "2d_distilled")]
+    rows = []
+    for t in info.get("targets", []):
+        names = ("roc_auc", "pr_auc", "ece") if types.get(t) == "classification" else ("mae", "rmse", "r2")
+        for label, tier in tiers:
+            if any(f"tier{tier}_test_{k}_{t}" in m for k in names):
+                kept = " (kept)" if tier == f"2d_{info.get('chosen')}" else ""
+                rows.append([t, units.get(t) or "–", label + kept, ", ".join(
+                    f"{_SCORE_NAMES[k]} {fmt(m.get(f'tier{tier}_test_{k}_{t}'))}" for k in names)])
+    if rows:
+        b.add("Test-split accuracy of each tier:", table(["target", "unit", "tier", "test scores"], rows))
+
+
 def _generate(b: _Builder) -> None:
     from molgnn.report.figures import generator_figures
 
@@ -320,6 +351,12 @@ def _screen(b: _Builder, top_k: int) -> None:
     b.add(b.runs_line("screen") + f" — {fmt(m.get('n_candidates'))} candidates, {fmt(m.get('n_ranked'))} ranked, "
           f"{fmt(m.get('n_rejected'))} rejected (each with its reason in `candidates.rejects.csv`).",
           b.cached_note("screen"))
+    if r.info.get("tier") == "two-tier":
+        b.add(f"Two-tier screen: the 2D tier ranked every candidate; the 3D ensemble re-predicted "
+              f"{fmt(m.get('n_3d'))} of them (the best and the most uncertain; column `tier`).")
+    elif r.info.get("tier"):
+        b.add(f"Screened by the {r.info['tier'].upper()} tier alone." + (f" {r.info['tier_note']}"
+                                                                      if r.info.get("tier_note") else ""))
     _domain_counts(b, m)
     preds = _read_csv(r.outputs.get("predictions"))
     if preds is None or not len(preds):
@@ -436,6 +473,7 @@ def write_report(results: dict[str, StageResult], out_dir: str | Path, meta: dic
         _data(b)
         _pretrain(b)
         _finetune(b)
+        _fast_tier(b)
         _generate(b)
         _filter(b)
         _screen(b, top_k)
@@ -471,7 +509,8 @@ def load_results(report_dir: str | Path) -> tuple[dict[str, StageResult], dict[s
 def results_from_run(run_dir: Path) -> dict[str, StageResult]:
     """Each stage's finished result as the run folder links it (its ``stage.json`` in the stage
     store), in pipeline order (no MLflow run of the invocation is known this way; ``produced_by_run`` is)."""
-    order = ["ingest", "featurize", "pretrain", "finetune", "generate-vae", "generate-diffusion", "filter", "screen"]
+    order = ["ingest", "featurize", "pretrain", "finetune", "fast_tier", "generate-vae", "generate-diffusion",
+             "filter", "screen"]
     out = {}
     for name in order:
         result = read_manifest(Path(run_dir) / name)

@@ -53,7 +53,8 @@ def _fingerprints(mols) -> np.ndarray:
     return out
 
 
-def _tanimoto_nn(query: np.ndarray, ref: np.ndarray, exclude_self: bool = False) -> np.ndarray:
+def _tanimoto_nn(query: np.ndarray, ref: np.ndarray, exclude_self: bool = False,
+                 ref_f32: np.ndarray | None = None) -> np.ndarray:
     """Highest Tanimoto similarity of each query row to any reference row (bit matrices).
 
     Computed as one matrix product per block (intersection counts) instead of RDKit's per-pair
@@ -61,18 +62,25 @@ def _tanimoto_nn(query: np.ndarray, ref: np.ndarray, exclude_self: bool = False)
     thousands of references. ``exclude_self``: query i is reference i (leave-one-out)."""
     if len(ref) == 0 or len(query) == 0:
         return np.zeros(len(query))
-    r = ref.astype(np.float32)
+    r = ref.astype(np.float32) if ref_f32 is None else ref_f32
     r_counts = r.sum(axis=1)
     best = np.zeros(len(query))
     for start in range(0, len(query), _CHUNK):
         q = query[start:start + _CHUNK].astype(np.float32)
         inter = q @ r.T
         union = q.sum(axis=1)[:, None] + r_counts[None, :] - inter
-        sim = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        # float32 finds each row's nearest reference (distinct ratios of counts under ~2,000 bits stay
+        # distinct in float32); its similarity is then the exact float64 ratio, as it always was
+        sim = inter / np.maximum(union, 1)          # union 0 means inter 0: similarity 0
+        rows = np.arange(len(q))
         if exclude_self:
-            rows = np.arange(len(q))
             sim[rows, start + rows] = -1.0
-        best[start:start + len(q)] = sim.max(axis=1) if sim.shape[1] else 0.0
+        nearest = sim.argmax(axis=1)
+        i, u = inter[rows, nearest].astype(np.float64), union[rows, nearest].astype(np.float64)
+        val = np.where(u > 0, i / np.maximum(u, 1), 0.0)
+        if exclude_self:
+            val = np.where(nearest == start + rows, -1.0, val)
+        best[start:start + len(q)] = val
     return best
 
 
@@ -95,33 +103,63 @@ class Domain:
 
     def check(self, smiles: Sequence[str]) -> list[tuple[bool, str]]:
         """``(in_domain, reason)`` per SMILES; the reason is empty when in domain."""
+        return self.check_mols([_mol(s) for s in smiles], smiles)
+
+    def check_mols(self, mols: Sequence, smiles: Sequence[str] | None = None) -> list[tuple[bool, str]]:
+        """:meth:`check` of molecules already parsed (sanitized, None where unparsable): the same verdicts.
+
+        ``smiles`` (each molecule's own SMILES) lets molecules written without a bracket atom skip
+        the per-atom radical count: outside brackets a SMILES atom carries no unpaired electron.
+        Unseen elements and charged atoms are looked for with one substructure query each first."""
         from rdkit.Chem import Descriptors
 
-        mols = [_mol(s) for s in smiles]
-        sims = _tanimoto_nn(_fingerprints(mols), self.reference_fps)
+        sims = _tanimoto_nn(_fingerprints(mols), self.reference_fps, ref_f32=self._reference_f32())
         seen = set(self.elements)
+        unseen_query, charged_query = self._queries()
         out = []
-        for m, sim in zip(mols, sims):
+        for k, (m, sim) in enumerate(zip(mols, sims)):
             if m is None:
                 out.append((False, "SMILES does not parse"))
                 continue
             reasons = []
-            unseen = sorted({a.GetSymbol() for a in m.GetAtoms()} - seen - {"H"})
-            if unseen:
-                reasons.append("elements not seen in training: " + ", ".join(unseen))
+            if unseen_query is None or m.HasSubstructMatch(unseen_query):
+                unseen = sorted({a.GetSymbol() for a in m.GetAtoms()} - seen - {"H"})
+                if unseen:
+                    reasons.append("elements not seen in training: " + ", ".join(unseen))
             n = m.GetNumHeavyAtoms()
             if n > self.heavy_atoms_max:
                 reasons.append(f"{n} heavy atoms > training max {self.heavy_atoms_max}")
             elif n < self.heavy_atoms_min:
                 reasons.append(f"{n} heavy atoms < training min {self.heavy_atoms_min}")
-            if not self.radicals_seen and Descriptors.NumRadicalElectrons(m) > 0:
+            bracketed = smiles is None or "[" in smiles[k]
+            if not self.radicals_seen and bracketed and Descriptors.NumRadicalElectrons(m) > 0:
                 reasons.append("radical (unpaired electrons), none in training")
-            if not self.charged_seen and any(a.GetFormalCharge() for a in m.GetAtoms()):
+            if not self.charged_seen and m.HasSubstructMatch(charged_query):
                 reasons.append("charged atoms, none in training")
             if sim < self.similarity_threshold:
                 reasons.append(f"nearest training similarity {sim:.2f} < {self.similarity_threshold:.2f}")
             out.append((not reasons, "; ".join(reasons)))
         return out
+
+    def _queries(self):
+        """(SMARTS matching an atom of an element not seen in training, or None where a seen symbol
+        has no atomic number; SMARTS matching a charged atom)."""
+        from rdkit import Chem
+
+        table = Chem.GetPeriodicTable()
+        try:
+            numbers = sorted({table.GetAtomicNumber(e) for e in self.elements} | {1})
+        except RuntimeError:
+            numbers = None
+        unseen = Chem.MolFromSmarts("[" + ";".join(f"!#{z}" for z in numbers) + "]") if numbers else None
+        return unseen, Chem.MolFromSmarts("[!+0]")
+
+    def _reference_f32(self) -> np.ndarray:
+        """The reference fingerprints as float32 (the similarity product's operand), made once."""
+        cached = self.__dict__.get("_ref_f32")
+        if cached is None or cached.shape[0] != len(self.reference_fps):
+            cached = self.__dict__["_ref_f32"] = self.reference_fps.astype(np.float32)
+        return cached
 
     def save(self, path: str | Path) -> list[Path]:
         """Write the JSON and the packed fingerprints beside it; returns both paths."""

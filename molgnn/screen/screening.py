@@ -35,7 +35,8 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
                 max_heavy_atoms: int = 50, device: str = "cpu",
                 extra_columns: pd.DataFrame | None = None,
                 std_scale: dict[str, float] | None = None, conformal: dict[str, dict] | None = None,
-                domain=None, rank_out_of_domain_last: bool = True) -> ScreenResult:
+                domain=None, rank_out_of_domain_last: bool = True, progress: bool = False,
+                label: str = "") -> ScreenResult:
     """Predict every kept molecule of ``inputs`` and write them ranked to ``out``.
 
     ``extra_columns`` (indexed like the input rows by (source,row)) are carried through, so callers
@@ -45,7 +46,8 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
     report) adds split-conformal 90 % intervals ``<t>_low90``/``<t>_high90``. ``domain``
     (:class:`molgnn.screen.domain.Domain`, or None for a model folder without one) gives every row
     ``in_domain`` and ``domain_reason``; with ``rank_out_of_domain_last`` no out-of-domain molecule
-    is ranked above an in-domain one.
+    is ranked above an in-domain one. ``progress``: bars (or periodic lines) on stderr for the
+    reading + standardization and the conformers, their names prefixed with ``label``.
     """
     from molgnn.screen.calibration import add_conformal_intervals
     from molgnn.screen.domain import domain_columns
@@ -53,19 +55,22 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
     from molgnn.data.ingest import ingest
     from molgnn.featurize.structures import build_structures
     from molgnn.screen.predict import predict_ensemble
+    from molgnn.screen.progress import Progress
 
     if not checkpoints:
         raise ValueError("screening needs at least one fine-tuned model checkpoint")
     out = Path(out)
     with tempfile.TemporaryDirectory(prefix="molgnn-screen-") as tmp:
         tmp = Path(tmp)
-        ing = ingest(list(inputs), tmp / "molecules", smiles_column=smiles_column, target_columns=[],
-                     max_heavy_atoms=max_heavy_atoms)
+        with Progress(f"{label}read + standardize", None, enabled=progress, unit="rows") as bar:
+            ing = ingest(list(inputs), tmp / "molecules", smiles_column=smiles_column, target_columns=[],
+                         max_heavy_atoms=max_heavy_atoms, progress=bar.update)
         molecules = pd.read_parquet(ing.molecules_path)
         rejects = [pd.read_csv(ing.rejects_path)]
         if len(molecules):
-            s = build_structures(molecules, tmp / "features", seed=seed, timeout_s=timeout_s,
-                                 max_iterations=max_iterations, workers=workers)
+            with Progress(f"{label}3D conformers", len(molecules), enabled=progress) as bar:
+                s = build_structures(molecules, tmp / "features", seed=seed, timeout_s=timeout_s,
+                                     max_iterations=max_iterations, workers=workers, progress=bar.update)
             structures = pd.read_parquet(s.path)
             rejects.append(pd.read_csv(s.rejects_path))
         else:

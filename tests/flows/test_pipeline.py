@@ -10,11 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-STAGES = ["ingest", "featurize", "pretrain", "finetune", "generate-vae", "generate-diffusion", "filter", "screen"]
+STAGES = ["ingest", "featurize", "pretrain", "finetune", "fast_tier", "generate-vae", "generate-diffusion", "filter",
+          "screen"]
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +67,29 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
         assert {"gap_mean", "gap_std", "homo_mean", "generator", "generator_run", "data_md5",
                 "property_model_run"} <= set(preds.columns)
         assert (preds["gap_std"] >= 0).all()
-        # intervals use the ensemble spread times the scale fitted on the validation split
+        # two-tier by default: the 2D tier scored all, the 3D ensemble re-predicted top_k + uncertain_k
+        sm = first["stages"]["screen"]["metrics"]
+        assert json.loads((run / "screen/stage.json").read_text())["info"]["tier"] == "two-tier"
+        three = (preds["tier"] == "3d").to_numpy()
+        picked = tiny_params["screen"]["top_k"] + tiny_params["screen"]["uncertain_k"]
+        assert (preds["selected_by"].fillna("") != "").sum() == min(picked, len(preds))
+        assert three.sum() == sm["n_3d"] == min(picked, len(preds)) - sm["n_3d_failed"]
+        assert (preds.loc[three, "gap_mean"] == preds.loc[three, "gap_mean_3d"]).all()
+        assert (preds.loc[~three, "gap_mean"] == preds.loc[~three, "gap_mean_2d"]).all()
+        # intervals: each tier's spread times the scale fitted on its own validation predictions
         scale = first["stages"]["finetune"]["metrics"]["calib_scale_gap"]
-        assert preds["gap_std_calibrated"].to_numpy() == pytest.approx(scale * preds["gap_std"].to_numpy())
+        scale_2d = json.loads((run / "fast_tier/calibration_2d.json").read_text())["gap"]["scale"]
+        assert preds["gap_std_calibrated"].to_numpy() == pytest.approx(
+            np.where(three, scale, scale_2d) * preds["gap_std"].to_numpy())
         assert (preds["gap_low95"] <= preds["gap_mean"]).all() and (preds["gap_mean"] <= preds["gap_high95"]).all()
-        # out-of-domain candidates rank after every in-domain one, each group by the score
+        # out-of-domain candidates rank after every in-domain one; in each, 3D rows first, each by the score
         assert preds["in_domain"].is_monotonic_decreasing
         for _, group in preds.groupby("in_domain"):
-            assert group["gap_mean"].is_monotonic_decreasing
+            assert (group["tier"] == "3d").is_monotonic_decreasing
+            for _, same_tier in group.groupby("tier"):
+                assert same_tier["gap_mean"].is_monotonic_decreasing
         assert preds.loc[~preds["in_domain"], "domain_reason"].notna().all()   # every verdict says why
         assert (preds["gap_low90"] <= preds["gap_mean"]).all() and (preds["gap_mean"] <= preds["gap_high90"]).all()
-        sm = first["stages"]["screen"]["metrics"]
         assert sm["n_in_domain"] + sm["n_out_of_domain"] == len(preds)
         assert preds["rank"].tolist() == list(range(1, len(preds) + 1))
     assert 0 <= ft["test_conformal_coverage90_gap"] <= 1 and 0 < ft["domain_similarity_threshold"] < 1
@@ -85,6 +99,31 @@ def test_finetune_reports_physical_units_and_screen_ranks_with_uncertainty(pipel
     guided = pd.read_csv(run / "generate-diffusion/guided_samples.csv")
     assert len(guided) == tiny_params["generate"]["n_samples"]
     assert 0 <= first["stages"]["generate-diffusion"]["metrics"]["guided_validity"] <= 1
+
+
+def test_fast_tier_trains_both_2d_variants_and_scores_both_tiers(pipeline_run, tiny_params):
+    root, first, _ = pipeline_run
+    folder = Path(first["run_dir"]) / "fast_tier"
+    m, info = first["stages"]["fast_tier"]["metrics"], json.loads((folder / "stage.json").read_text())["info"]
+    tiers = json.loads((folder / "tiers.json").read_text())
+    # labels-only and distilled 2D tiers both trained and scored; the better on validation kept
+    assert set(tiers["val_score"]) == {"labels", "distilled"} == {info["chosen"], *tiers["val_score"]}
+    assert info["chosen"] == min(tiers["val_score"], key=lambda v: (tiers["val_score"][v], v != "labels"))
+    assert m["tier2d_distilled_kept"] == float(info["chosen"] == "distilled")
+    for t in tiny_params["finetune"]["targets"]:
+        for tier in ("2d", "2d_labels", "2d_distilled", "3d"):
+            assert 0 <= m[f"tier{tier}_test_mae_{t}"] < 10, (tier, t)
+        assert m[f"tier2d_test_mae_{t}"] == m[f"tier2d_{info['chosen']}_test_mae_{t}"]
+    # the 3D tier's score is the fine-tuning stage's own test score, on the same molecules
+    assert m["tier3d_test_mae_gap"] == pytest.approx(first["stages"]["finetune"]["metrics"]["test_mae_gap"])
+    # the folder is a whole screening model: the 2D tier beside the 3D members, calibration and domain
+    import torch
+
+    ckpt = torch.load(folder / "model_2d.pt", weights_only=True)
+    assert ckpt["variant"] == info["chosen"] and len(ckpt["state_dicts"]) == tiny_params["fast_tier"]["members"]
+    names = {p.name for p in folder.iterdir()}
+    assert {"member_0.pt", "member_1.pt", "calibration.json", "calibration_2d.json",
+            "applicability_domain.json"} <= names
 
 
 def test_pretraining_trains_the_eht_objective(pipeline_run):
@@ -137,6 +176,18 @@ def test_cli_screen_generate_and_compare_on_the_run(pipeline_run, tmp_path):
     assert set(preds["smiles"]) == {"CCO", "Oc1ccccc1"}
     assert {"gap_mean", "gap_std", "gap_std_calibrated", "gap_low95", "gap_high95"} <= set(preds.columns)
     assert "calibrated 95% intervals" in proc.stdout
+    # with no other flag: the run's fast_tier folder, two-tier (2D over all, 3D on the top + uncertain)
+    assert "two-tier screen" in proc.stdout and "fast_tier" in proc.stderr
+    assert set(preds["tier"]) == {"3d"} and preds["gap_mean_2d"].notna().all()   # 2 molecules < top_k
+    proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "k1.csv"), "--top-k", "1", "--uncertain-k", "0")
+    assert proc.returncode == 0, proc.stderr
+    k1 = pd.read_csv(tmp_path / "k1.csv")
+    assert k1["tier"].tolist() == ["3d", "2d"] and k1["selected_by"].fillna("").tolist() == ["top_k", ""]
+    assert pd.isna(k1.loc[1, "gap_mean_3d"]) and pd.notna(k1.loc[0, "gap_mean_3d"])
+    assert len(k1) + len(pd.read_csv(tmp_path / "k1.rejects.csv")) == 6
+    proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "all3d.csv"), "--tier", "3d")
+    assert proc.returncode == 0, proc.stderr
+    assert "tier" not in pd.read_csv(tmp_path / "all3d.csv").columns
     proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "raw.csv"), "--calibration", "none")
     assert proc.returncode == 0, proc.stderr
     assert "gap_std_calibrated" not in pd.read_csv(tmp_path / "raw.csv").columns
@@ -180,8 +231,8 @@ def test_report_shows_every_stage_traceably(pipeline_run):
     assert report == Path(second["run_dir"]) / "report/report.md" != Path(first["report"])
     assert (root / "runs/latest").resolve() == Path(second["run_dir"])
     text = report.read_text()
-    for heading in ["## 1. Data", "## 2. Pretraining", "## 3. Fine-tuning", "## 4. Generation", "### vae",
-                    "### diffusion", "## 5. Filtering", "## 6. Screening", "## Traceability"]:
+    for heading in ["## 1. Data", "## 2. Pretraining", "## 3. Fine-tuning", "### Screening tiers", "## 4. Generation",
+                    "### vae", "### diffusion", "## 5. Filtering", "## 6. Screening", "## Traceability"]:
         assert heading in text, heading
     # every number traces back: the pipeline run, each stage's run in it, the data version
     assert second["mlflow_run_id"] in text and second["data_md5"] in text

@@ -68,3 +68,38 @@ def test_training_fits_a_simple_graph_property_and_checkpoint_round_trips(tmp_pa
     assert float((mean[1:] - y[1:]).abs().mean()) < 1.0
     with pytest.raises(ValueError, match="not a 2D screening model"):
         g2.models_from_checkpoint({"kind": "property"})
+
+
+def test_own_gine_layer_equals_torch_geometric_and_indexed_prediction_equals_dense():
+    from torch_geometric.nn import GINEConv
+
+    store, _ = g2.featurize_many(SMILES)
+    torch.manual_seed(0)
+    model = g2.Graph2DModel(g2.Graph2DConfig(["gap"], store["x"].shape[1], store["edge_attr"].shape[1], hidden=16))
+    conv = model.convs[0]
+    pyg = GINEConv(conv.nn, edge_dim=store["edge_attr"].shape[1])
+    pyg.load_state_dict(conv.state_dict())      # same parameter names: older checkpoints load
+    h = model.embed(store["x"])
+    torch.testing.assert_close(conv(h, store["edge_index"], conv.lin(store["edge_attr"])),
+                               pyg(h, store["edge_index"], store["edge_attr"]))
+    ind, _ = g2.featurize_indexed(SMILES)
+    dense = g2.predict_store(model, store)
+    torch.testing.assert_close(g2.predict_store(model, ind), dense)
+    torch.testing.assert_close(g2.predict_store(model, ind, batch_size=4), dense)
+
+
+def test_classification_target_trains_to_probabilities():
+    smiles = ["C" * n for n in range(1, 9)] + ["C" * n + "O" for n in range(1, 9)]
+    store, _ = g2.featurize_many(smiles)
+    y = torch.tensor([[float("O" in s), len(s)] for s in smiles])   # has oxygen (0/1), length
+    m, hist = g2.train_graph2d(store, y, ["has_o", "length"], val_store=store, val_y=y, epochs=60,
+                               batch_size=8, lr=5e-3, hidden=16, layers=2,
+                               task_types=["classification", "regression"])
+    p = g2.predict_store(m, store)
+    assert ((p[:, 0] >= 0) & (p[:, 0] <= 1)).all()
+    assert float(((p[:, 0] > 0.5).float() == y[:, 0]).float().mean()) == 1.0
+    assert hist[-1]["train_loss"] < hist[0]["train_loss"]
+    again = g2.models_from_checkpoint(g2.checkpoint_from_models([m]))[0]
+    torch.testing.assert_close(g2.predict_store(again, store), p)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        g2.train_graph2d(store, y * 2, ["has_o", "length"], epochs=1, task_types=["classification", "regression"])

@@ -69,12 +69,14 @@ def test_two_tier_accounts_for_every_row_and_sends_top_and_uncertain_to_3d(tmp_p
 def test_two_tier_without_3d_models_is_2d_only_and_parallel_equals_serial(tmp_path, model_2d):
     lib, rows = _library(tmp_path)
     a = screen_two_tier([str(lib)], tmp_path / "a.csv", None, model_2d, workers=1)
-    from molgnn.screen import fast_tier
-    kept, rej, store, n = fast_tier.prepare_library([str(lib)], workers=2, chunk=3)
-    kept1, rej1, store1, _ = fast_tier.prepare_library([str(lib)], workers=1)
-    assert kept.equals(kept1) and rej.equals(rej1) and n == len(rows)
-    for key in store:
-        assert torch.equal(store[key], store1[key])
+    from molgnn.models.graph2d_model import models_from_checkpoint
+    from molgnn.screen.fast_tier import screen_2d
+
+    members = models_from_checkpoint(model_2d)
+    kept, rej, n = screen_2d([str(lib)], members, workers=2, chunk=3)     # forked workers, 4 chunks
+    kept1, rej1, n1 = screen_2d([str(lib)], members, workers=1)
+    assert n == n1 == len(rows) and rej.equals(rej1)
+    pd.testing.assert_frame_equal(kept, kept1)
     ta = pd.read_csv(a.predictions_path)
     assert set(ta["tier"]) == {"2d"} and a.n_3d == 0
     assert ta["gap_mean"].is_monotonic_decreasing
