@@ -5,6 +5,7 @@ a private PREFECT_HOME), waits for the cron run of the minute to complete, then 
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -35,6 +36,8 @@ def post(url: str, body: dict) -> list | dict:
 
 def test_schedule_serves_and_a_run_lands_on_cron(tmp_path, tiny_params):
     from molgnn.tracking.dvc_data import data_md5
+
+    tiny_params = copy.deepcopy(tiny_params)    # the fixture is session-wide: edits must not leak
 
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     tiny_params["generate"]["models"] = ["vae"]
@@ -84,6 +87,7 @@ def test_schedule_serves_and_a_run_lands_on_cron(tmp_path, tiny_params):
 
 
 def test_schedule_refuses_bad_params_before_serving(tmp_path, tiny_params):
+    tiny_params = copy.deepcopy(tiny_params)
     tiny_params["generate"]["models"] = ["vae"]     # guidance stays enabled: a cross-field error
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     env = {**os.environ, "PREFECT_API_URL": f"http://127.0.0.1:{free_port()}/api"}
