@@ -361,8 +361,8 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
                     max_iterations: int = 200, device: str = "cpu", domain=None,
                     rank_out_of_domain_last: bool = True, std_scale: dict | None = None,
                     conformal: dict | None = None, std_scale_2d: dict | None = None,
-                    conformal_2d: dict | None = None, extra_columns: pd.DataFrame | None = None,
-                    progress: bool = False) -> TwoTierResult:
+                    conformal_2d: dict | None = None, platt: dict | None = None, platt_2d: dict | None = None,
+                    extra_columns: pd.DataFrame | None = None, progress: bool = False) -> TwoTierResult:
     """Rank every molecule of ``inputs`` with the 2D model; re-predict the ``top_k`` best and the
     ``uncertain_k`` most uncertain (2D ensemble spread) others with the 3D ensemble.
 
@@ -371,7 +371,8 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
     ``<t>_std_3d`` beside them, ``tier``, ``selected_by`` (``top_k``, ``uncertain`` or empty) and
     ``note`` (why a selected molecule has no 3D value). ``std_scale`` / ``conformal`` are the 3D
     ensemble's calibration (applied to 3D rows), ``std_scale_2d`` / ``conformal_2d`` the 2D tier's
-    (applied to 2D rows); a row gets no interval its tier has no calibration for. ``domain``: the
+    (applied to 2D rows); a row gets no interval its tier has no calibration for. ``platt`` /
+    ``platt_2d``: each tier's Platt maps of classification targets (``<t>_calibrated``). ``domain``: the
     applicability domain (None: ``in_domain`` empty, no domain ordering). ``extra_columns`` (keyed by
     source, row) are carried through. ``checkpoints_3d`` empty or None, or ``top_k = uncertain_k = 0``:
     2D only. ``checkpoints_3d`` may also be a :class:`molgnn.screen.model_folder.ScreeningModel`,
@@ -416,6 +417,8 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
                                      max_iterations=max_iterations, workers=workers,
                                      max_heavy_atoms=max_heavy_atoms, device=device, std_scale=std_scale,
                                      conformal=conformal, progress=progress)
+    if platt or platt_2d:
+        _calibrated_probabilities(table, targets, platt or {}, platt_2d or {})
     t2 = time.perf_counter()
     table = table.iloc[_ranking(table, table[f"{rank_by}_mean"], descending, domain_first, tier_first=True)]
     table = table.reset_index(drop=True)
@@ -435,6 +438,20 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
     t3 = time.perf_counter()
     return TwoTierResult(out, rp, n_rows, len(table), len(rejects), n_3d, n_failed,
                          {"tier_2d": t1 - t0, "tier_3d": t2 - t1, "rank_and_write": t3 - t2})
+
+
+def _calibrated_probabilities(table: pd.DataFrame, targets: list[str], platt: dict, platt_2d: dict) -> None:
+    """``<t>_calibrated`` from each row's own tier's Platt map (empty where that tier has none)."""
+    from molgnn.screen.probability_calibration import apply_platt
+
+    is_3d = (table["tier"] == TIER_3D).to_numpy()
+    for t in (t for t in targets if t in platt or t in platt_2d):
+        mean, col = table[f"{t}_mean"].to_numpy(dtype=float), np.full(len(table), np.nan)
+        if t in platt:
+            col[is_3d] = apply_platt(mean[is_3d], platt[t])
+        if t in platt_2d:
+            col[~is_3d] = apply_platt(mean[~is_3d], platt_2d[t])
+        table[f"{t}_calibrated"] = col
 
 
 def _recheck_3d(table: pd.DataFrame, targets: list[str], interval_cols: list[str], checkpoints_3d, *,

@@ -31,6 +31,8 @@ class ScreeningModel:
     conformal: dict[str, dict] = field(default_factory=dict)
     std_scale_2d: dict[str, float] = field(default_factory=dict)
     conformal_2d: dict[str, dict] = field(default_factory=dict)
+    platt: dict[str, dict] = field(default_factory=dict)       # classification: Platt maps per target
+    platt_2d: dict[str, dict] = field(default_factory=dict)
     domain: Any = None                      # molgnn.screen.domain.Domain, or None (older folders)
 
     _checkpoints: list[dict[str, Any]] | None = field(default=None, repr=False)
@@ -80,6 +82,7 @@ def load_screening_model(path: str | Path, *, calibration: str = "auto",
     import torch
 
     from molgnn.screen.calibration import load_conformal, load_std_scales
+    from molgnn.screen.probability_calibration import load_platt
     from molgnn.screen.domain import DOMAIN_FILE, load_domain
 
     path = resolve_folder(path)
@@ -97,9 +100,11 @@ def load_screening_model(path: str | Path, *, calibration: str = "auto",
         calib = folder / CALIBRATION_FILE if calibration == "auto" else Path(calibration)
         if calibration != "auto" or calib.is_file():
             model.std_scale, model.conformal = load_std_scales(calib), load_conformal(calib)
+            model.platt = load_platt(calib)
         calib_2d = folder / CALIBRATION_2D_FILE
         if own_2d and calib_2d.is_file():      # another 2D model's calibration is not the folder's
             model.std_scale_2d, model.conformal_2d = load_std_scales(calib_2d), load_conformal(calib_2d)
+            model.platt_2d = load_platt(calib_2d)
     if (folder / DOMAIN_FILE).is_file():
         model.domain = load_domain(folder / DOMAIN_FILE)
     return model
@@ -148,7 +153,7 @@ def screen_library(model: ScreeningModel, inputs: list[str], out: str | Path, *,
                           smiles_column=smiles_column, seed=seed, timeout_s=timeout_s,
                           max_iterations=max_iterations, workers=workers, max_heavy_atoms=max_heavy_atoms,
                           device=device, extra_columns=extra_columns, std_scale=model.std_scale,
-                          conformal=model.conformal, domain=model.domain,
+                          conformal=model.conformal, platt=model.platt, domain=model.domain,
                           rank_out_of_domain_last=rank_out_of_domain_last, progress=progress)
         return LibraryScreen("3d", res.predictions_path, res.rejects_path, res.n_input_rows, res.n_ranked,
                              res.n_rejected, res.n_ranked, note=note)
@@ -163,7 +168,8 @@ def screen_library(model: ScreeningModel, inputs: list[str], out: str | Path, *,
                           max_iterations=max_iterations, device=device, domain=model.domain,
                           rank_out_of_domain_last=rank_out_of_domain_last, std_scale=model.std_scale,
                           conformal=model.conformal, std_scale_2d=model.std_scale_2d,
-                          conformal_2d=model.conformal_2d, extra_columns=extra_columns, progress=progress)
+                          conformal_2d=model.conformal_2d, platt=model.platt, platt_2d=model.platt_2d,
+                          extra_columns=extra_columns, progress=progress)
     return LibraryScreen("2d" if tier == "2d" else "two-tier", res.predictions_path, res.rejects_path,
                          res.n_input_rows, res.n_ranked, res.n_rejected, res.n_3d, res.n_3d_failed, note,
                          res.seconds)

@@ -66,3 +66,46 @@ def apply_platt(prob, platt: Mapping[str, Any]) -> np.ndarray:
     p = np.asarray(prob, dtype=float)
     out = 1 / (1 + np.exp(-(float(platt["a"]) * _logit(p) + float(platt["b"]))))
     return np.where(np.isnan(p), math.nan, out)
+
+
+def load_platt(path) -> dict[str, dict[str, Any]]:
+    """``{target: platt}`` for the classification targets of a ``calibration.json`` whose Platt map
+    was fitted (regression entries, and reports from before Platt scaling, give nothing)."""
+    import json
+    from pathlib import Path
+
+    try:
+        report = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the calibration report {path}: {exc}") from exc
+    out = {}
+    for target, rep in (report.items() if isinstance(report, dict) else ()):
+        platt = rep.get("platt") if isinstance(rep, dict) else None
+        if isinstance(platt, dict) and platt.get("fitted"):
+            out[str(target)] = platt
+    return out
+
+
+def add_calibrated_probabilities(table, platt: Mapping[str, Mapping[str, Any]]):
+    """Add ``<t>_calibrated`` (the Platt-scaled ``<t>_mean``) for each target of ``platt`` in ``table``."""
+    for target, p in platt.items():
+        if f"{target}_mean" in table.columns:
+            table[f"{target}_calibrated"] = apply_platt(table[f"{target}_mean"].astype(float), p)
+    return table
+
+
+def probability_report(val, test) -> dict[str, Any]:
+    """One classification target's calibration report from long tables (``y_true``, ``y_pred`` =
+    probability): the Platt map fitted on ``val`` and the ECE and Brier score on ``test`` before and
+    after it."""
+    import torch
+
+    from molgnn.train.tasks import classification_metrics
+
+    platt = fit_platt(val["y_true"], val["y_pred"])
+    y = torch.tensor(test["y_true"].to_numpy(dtype=float))
+    raw = classification_metrics(y, torch.tensor(test["y_pred"].to_numpy(dtype=float)))
+    cal = classification_metrics(y, torch.tensor(apply_platt(test["y_pred"], platt)))
+    return {"task_type": "classification", "platt": platt, "n_val": int(val["y_true"].notna().sum()),
+            "n_test": raw["n"], "ece_raw_test": raw["ece"], "ece_calibrated_test": cal["ece"],
+            "brier_raw_test": raw["brier"], "brier_calibrated_test": cal["brier"]}

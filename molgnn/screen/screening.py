@@ -35,7 +35,7 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
                 max_heavy_atoms: int = 50, device: str = "cpu",
                 extra_columns: pd.DataFrame | None = None,
                 std_scale: dict[str, float] | None = None, conformal: dict[str, dict] | None = None,
-                domain=None, rank_out_of_domain_last: bool = True, progress: bool = False,
+                platt: dict[str, dict] | None = None, domain=None, rank_out_of_domain_last: bool = True, progress: bool = False,
                 label: str = "") -> ScreenResult:
     """Predict every kept molecule of ``inputs`` and write them ranked to ``out``.
 
@@ -43,7 +43,8 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
     can attach provenance such as the generator that proposed each molecule. ``std_scale`` (per
     target, from the fine-tune stage's calibration report) adds calibrated std and 95 % intervals:
     a raw ensemble spread is typically over-confident. ``conformal`` (per target, from the same
-    report) adds split-conformal 90 % intervals ``<t>_low90``/``<t>_high90``. ``domain``
+    report) adds split-conformal 90 % intervals ``<t>_low90``/``<t>_high90``; ``platt`` (classification
+    targets, same report) the calibrated probability ``<t>_calibrated``. ``domain``
     (:class:`molgnn.screen.domain.Domain`, or None for a model folder without one) gives every row
     ``in_domain`` and ``domain_reason``; with ``rank_out_of_domain_last`` no out-of-domain molecule
     is ranked above an in-domain one. ``progress``: bars (or periodic lines) on stderr for the
@@ -86,6 +87,10 @@ def screen_file(inputs: list[str], out: str | Path, checkpoints: list[dict], *, 
         table = add_calibrated_intervals(table, std_scale)
     if conformal:
         table = add_conformal_intervals(table, conformal)
+    if platt:
+        from molgnn.screen.probability_calibration import add_calibrated_probabilities
+
+        table = add_calibrated_probabilities(table, platt)
     domain_columns(table, domain, schema.SMILES)
     # E(3)-invariant models give enantiomers identical predictions: say where that applies.
     counts = [stereo_counts(smi) for smi in table[schema.SMILES]]

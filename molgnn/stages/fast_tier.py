@@ -64,6 +64,7 @@ def run_fast_tier(ctx: RunContext, finetune: StageResult, molecules_path: Path, 
     def compute(run, out_dir: Path) -> StageResult:
         from molgnn.screen.calibration import add_conformal, report_from_tables
         from molgnn.screen.predict import predict_ensemble
+        from molgnn.screen.probability_calibration import probability_report
         from molgnn.train.checkpoints import load_checkpoint
 
         split = pd.read_csv(finetune.path("split"))
@@ -103,6 +104,9 @@ def run_fast_tier(ctx: RunContext, finetune: StageResult, molecules_path: Path, 
         regression = [t for t, k in zip(targets, types) if k == ft.REGRESSION]
         calib = (add_conformal(report_from_tables(fit.test_predictions, fit.val_predictions, targets=regression),
                                fit.test_predictions, fit.val_predictions) if regression else {})
+        for t in (t for t, k in zip(targets, types) if k != ft.REGRESSION):   # Platt-scaled probabilities
+            calib[t] = probability_report(fit.val_predictions[fit.val_predictions["target"] == t],
+                                          fit.test_predictions[fit.test_predictions["target"] == t])
         with atomic_path(out_dir / ft.CALIBRATION_2D_FILE) as tmp:
             tmp.write_text(json.dumps(calib, indent=2))
         outputs["calibration_2d"] = str(out_dir / ft.CALIBRATION_2D_FILE)

@@ -193,6 +193,7 @@ def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, 
     scaling of the ensemble probability, with the test ECE and Brier score before and after."""
     from molgnn.screen.calibration import add_conformal, report_from_tables
     from molgnn.screen.predict import predict_ensemble
+    from molgnn.screen.probability_calibration import probability_report
 
     val_idx = np.asarray(val_idx, dtype=np.int64)
     val_structs = structs.iloc[val_idx].reset_index(drop=True)
@@ -206,24 +207,9 @@ def _calibration(ens, structs: pd.DataFrame, targets_df: pd.DataFrame, val_idx, 
     report = report_from_tables(ens.test_predictions, val_long, targets=regression) if regression else {}
     report = add_conformal(report, ens.test_predictions, val_long)
     for t in (t for t, kind in task_types.items() if kind == CLASSIFICATION):
-        report[t] = _probability_calibration(val_long[val_long["target"] == t],
-                                             ens.test_predictions[ens.test_predictions["target"] == t])
+        report[t] = probability_report(val_long[val_long["target"] == t],
+                                       ens.test_predictions[ens.test_predictions["target"] == t])
     return report
-
-
-def _probability_calibration(val: pd.DataFrame, test: pd.DataFrame) -> dict:
-    import torch
-
-    from molgnn.screen.probability_calibration import apply_platt, fit_platt
-    from molgnn.train.tasks import classification_metrics
-
-    platt = fit_platt(val["y_true"], val["y_pred"])
-    y = torch.tensor(test["y_true"].to_numpy(dtype=float))
-    raw = classification_metrics(y, torch.tensor(test["y_pred"].to_numpy(dtype=float)))
-    cal = classification_metrics(y, torch.tensor(apply_platt(test["y_pred"], platt)))
-    return {"task_type": CLASSIFICATION, "platt": platt, "n_val": int(val["y_true"].notna().sum()),
-            "n_test": raw["n"], "ece_raw_test": raw["ece"], "ece_calibrated_test": cal["ece"],
-            "brier_raw_test": raw["brier"], "brier_calibrated_test": cal["brier"]}
 
 
 def member_checkpoints(result: StageResult) -> list[Path]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from molgnn.config import ModelConfig
@@ -51,3 +52,32 @@ def test_screen_ranks_by_probability(embed_structures, tmp_path):
     # no applicability domain given: the rank is the probability's order
     assert table.sort_values("rank")["toxic_mean"].is_monotonic_decreasing
     assert table["toxic_mean"].nunique() > 1
+
+
+def test_screen_states_platt_calibrated_probabilities_from_the_model_folder(embed_structures, tmp_path):
+    import json
+
+    from molgnn.screen.fast_tier import TIER_2D, TIER_3D, _calibrated_probabilities
+    from molgnn.screen.model_folder import load_screening_model, screen_library
+    from molgnn.screen.probability_calibration import apply_platt
+
+    for k in range(2):
+        save_checkpoint(_member(k), tmp_path / f"member_{k}.pt")
+    platt = {"a": 0.5, "b": -0.3, "n_cal": 80, "fitted": True}
+    (tmp_path / "calibration.json").write_text(json.dumps({
+        "toxic": {"task_type": "classification", "platt": platt},
+        "logS": {"scale": 2.0}}))
+    model = load_screening_model(tmp_path)
+    assert model.platt == {"toxic": platt} and model.std_scale == {"logS": 2.0}
+    lib = tmp_path / "lib.csv"
+    pd.DataFrame({"smiles": SMILES}).to_csv(lib, index=False)
+    res = screen_library(model, [str(lib)], tmp_path / "ranked.csv", rank_by="toxic", workers=1)
+    table = pd.read_csv(res.predictions_path)
+    assert "logS_calibrated" not in table.columns
+    np.testing.assert_allclose(table["toxic_calibrated"], apply_platt(table["toxic_mean"], platt))
+    assert table.sort_values("rank")["toxic_calibrated"].is_monotonic_decreasing   # same ranking
+    # two-tier: each row gets its own tier's map, none where its tier has none
+    two = pd.DataFrame({"tier": [TIER_3D, TIER_2D], "toxic_mean": [0.8, 0.8]})
+    _calibrated_probabilities(two, ["toxic"], {"toxic": platt}, {})
+    assert two["toxic_calibrated"][0] == pytest.approx(apply_platt([0.8], platt)[0])
+    assert np.isnan(two["toxic_calibrated"][1])

@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from molgnn.screen.probability_calibration import MIN_CAL, apply_platt, fit_platt
-from molgnn.stages.finetune import _probability_calibration
+from molgnn.screen.probability_calibration import MIN_CAL, apply_platt, fit_platt, probability_report
 from molgnn.train.tasks import classification_metrics
 
 
@@ -60,7 +59,7 @@ def test_the_stage_report_states_ece_before_and_after():
     y_test[:40] = np.nan
     frame = lambda y, p: pd.DataFrame({"mol_id": [f"m{i}" for i in range(len(y))], "target": "toxic",  # noqa: E731
                                        "y_true": y, "y_pred": p, "y_std": 0.05})
-    rep = _probability_calibration(frame(y_val, p_val), frame(y_test, p_test))
+    rep = probability_report(frame(y_val, p_val), frame(y_test, p_test))
     assert rep["task_type"] == "classification" and rep["n_val"] == 300 and rep["n_test"] == 460
     assert rep["platt"]["fitted"]
     assert rep["ece_calibrated_test"] < rep["ece_raw_test"] and rep["ece_calibrated_test"] < 0.06
