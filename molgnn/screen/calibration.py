@@ -195,9 +195,9 @@ def report_from_tables(test_df, val_df=None, targets: Sequence[str] | None = Non
     return out
 
 
-def load_std_scales(path: str | Path) -> dict[str, float]:
-    """``{target: scale}`` from a fine-tune stage's ``calibration.json`` (targets without a finite,
-    positive scale are left out: their intervals cannot be stated)."""
+def read_calibration_report(path: str | Path) -> dict[str, dict[str, Any]]:
+    """``{target: entry}`` of a stage's ``calibration.json`` (entries that are not objects are left out);
+    an unreadable file or one that is not a JSON object is a ValueError naming it."""
     import json
 
     path = Path(path)
@@ -207,11 +207,17 @@ def load_std_scales(path: str | Path) -> dict[str, float]:
         raise ValueError(f"cannot read the calibration report {path}: {exc}") from exc
     if not isinstance(report, dict):
         raise ValueError(f"{path} is not a calibration report (a JSON object per target)")
+    return {str(t): rep for t, rep in report.items() if isinstance(rep, dict)}
+
+
+def load_std_scales(path: str | Path) -> dict[str, float]:
+    """``{target: scale}`` from a fine-tune stage's ``calibration.json`` (targets without a finite,
+    positive scale are left out: their intervals cannot be stated)."""
     out = {}
-    for target, rep in report.items():
-        scale = rep.get("scale") if isinstance(rep, dict) else None
+    for target, rep in read_calibration_report(path).items():
+        scale = rep.get("scale")
         if isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0:
-            out[str(target)] = float(scale)
+            out[target] = float(scale)
     return out
 
 
@@ -306,18 +312,12 @@ def load_conformal(path: str | Path, level: float = CONFORMAL_LEVEL) -> dict[str
     """``{target: conformal}`` from a ``calibration.json``; targets without a ``q`` (or a report from
     before conformal intervals) are left out. An infinite ``q`` (fewer than 9 validation molecules at
     90 %) is kept: its unbounded interval is the honest answer."""
-    import json
-
     key = f"conformal{level * 100:g}"
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the calibration report {path}: {exc}") from exc
     out = {}
-    for target, rep in (report.items() if isinstance(report, dict) else ()):
-        conf = rep.get(key) if isinstance(rep, dict) else None
+    for target, rep in read_calibration_report(path).items():
+        conf = rep.get(key)
         if isinstance(conf, dict) and isinstance(conf.get("q"), (int, float)) and not math.isnan(conf["q"]):
-            out[str(target)] = conf
+            out[target] = conf
     return out
 
 

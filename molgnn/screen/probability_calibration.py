@@ -23,6 +23,8 @@ from typing import Any, Mapping
 import numpy as np
 from scipy import optimize
 
+from molgnn.screen.calibration import read_calibration_report
+
 _EPS = 1e-6
 RIDGE = 1e-3         # per validation molecule-equivalent pull of (a, b) toward (1, 0)
 MIN_CAL = 20         # fewer labelled validation molecules (or one class only): no calibration
@@ -71,18 +73,11 @@ def apply_platt(prob, platt: Mapping[str, Any]) -> np.ndarray:
 def load_platt(path) -> dict[str, dict[str, Any]]:
     """``{target: platt}`` for the classification targets of a ``calibration.json`` whose Platt map
     was fitted (regression entries, and reports from before Platt scaling, give nothing)."""
-    import json
-    from pathlib import Path
-
-    try:
-        report = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the calibration report {path}: {exc}") from exc
     out = {}
-    for target, rep in (report.items() if isinstance(report, dict) else ()):
-        platt = rep.get("platt") if isinstance(rep, dict) else None
+    for target, rep in read_calibration_report(path).items():
+        platt = rep.get("platt")
         if isinstance(platt, dict) and platt.get("fitted"):
-            out[str(target)] = platt
+            out[target] = platt
     return out
 
 
