@@ -176,7 +176,7 @@ def run_molgnn(dataset: AtomisticDataset, split: tuple, variant: dict, *, epochs
     if max_train is not None:
         train = train[:max_train]
     cfg = FinetuneConfig(targets=[TARGET], epochs=epochs, batch_size=variant["batch_size"], lr=LR, patience=1000,
-                         split="random", ensemble_size=1)
+                         split="random", ensemble_size=1, atom_features=None)  # QM9 npz: element only
     fast = {} if variant["plain"] else {"device_batches": True, "check_every": 0}
     if variant.get("graphs"):
         fast["cuda_graphs"] = True  # raises off CUDA: no silent fallback to the eager step

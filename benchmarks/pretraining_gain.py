@@ -240,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
                 continue
             for init, enc_scale in todo:
                 cfg = FinetuneConfig(targets=["gap"], epochs=100_000, batch_size=args.batch_size, lr=args.lr,
-                                     patience=100_000, split="random", ensemble_size=1, encoder_lr_scale=enc_scale)
+                                     patience=100_000, split="random", ensemble_size=1, encoder_lr_scale=enc_scale,
+                                     atom_features=None)  # QM9 npz: element-only inputs
                 start_from = ckpt if init == "pretrained" else None
                 if init == "scratch" and enc_scale != 1.0:
                     # ablation: a freshly initialised encoder given the same lr scale as the pretrained one

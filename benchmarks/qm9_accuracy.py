@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_eval is not None:
         val, test = val[:args.max_eval], test[:args.max_eval]
     cfg = FinetuneConfig(targets=list(args.targets), epochs=100_000, batch_size=args.batch_size, lr=args.lr,
-                         patience=100_000, split="random", ensemble_size=1)
+                         patience=100_000, split="random", ensemble_size=1, atom_features=None)  # npz: element only
     max_seconds = None
     if args.stop_at is not None:
         # leave time for the final evaluation and the writes after the loop

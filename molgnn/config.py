@@ -229,7 +229,7 @@ class FinetuneConfig:
     init: Literal["pretrained", "scratch"] = "pretrained"
     split: Literal["random", "scaffold"] = "scaffold"
     fractions: Annotated[list[Fraction], AfterValidator(_split_fractions)] = field(default_factory=lambda: [0.8, 0.1, 0.1])
-    epochs: PosInt = 8
+    epochs: PosInt = 50   # an upper bound: early stopping (patience) ends most runs sooner
     batch_size: PosInt = 32
     lr: PosFloat = 5e-4
     ensemble_size: PosInt = 3
@@ -255,11 +255,18 @@ class FinetuneConfig:
     # per target: auto (binary classification when every label is 0 or 1, else regression) | regression |
     # classification; None: auto for every target
     task_types: dict[Str, Literal["auto", "regression", "classification"]] | None = None
+    # per-atom 2D features (hybridization, aromaticity, charge, H count, ring, ...) beside the element in
+    # the 3D encoder's input; None: the element alone
+    atom_features: Literal["atom-bond-v1"] | None = "atom-bond-v1"
     class_weighting: Literal["none", "balanced"] = "none"  # classification loss: balanced weighs classes n / (2 n_c)
 
     TRAIN_OPTIONS: ClassVar[tuple[str, ...]] = (
         "scheduler", "lr_patience", "weight_decay", "grad_clip", "warmup_steps", "min_lr_ratio", "time_budget_s",
-        "warmup_outside_budget", "amp", "compile_model", "cuda_graphs", "eval_every", "atom_refs", "aggregation", "head_hidden", "head_layers")
+        "warmup_outside_budget", "amp", "compile_model", "cuda_graphs", "eval_every", "atom_refs", "aggregation", "head_hidden", "head_layers",
+        "atom_features")
+    # knobs whose default here differs from finetune()'s own: the function also trains on packed QM9
+    # (npz, no SMILES), where per-atom 2D features cannot be made, so it defaults to the element alone
+    PIPELINE_DEFAULTS: ClassVar[tuple[str, ...]] = ("atom_features",)
 
     def train_options(self) -> dict[str, Any]:
         """The keyword arguments of ``molgnn.train.finetune.finetune`` that this config decides

@@ -93,7 +93,7 @@ def synthetic_atomistic():
 
 
 def _embed_structures(smiles) -> "pd.DataFrame":
-    """A structures table (``mol_id`` = the SMILES, ``atomic_numbers``, flat ``positions``) of one
+    """A structures table (``mol_id`` = ``smiles`` = the SMILES, ``atomic_numbers``, flat ``positions``) of one
     ETKDG conformer per molecule, with explicit H, seeded by the molecule's position in ``smiles``."""
     import pandas as pd
     from rdkit import Chem
@@ -103,7 +103,7 @@ def _embed_structures(smiles) -> "pd.DataFrame":
     for k, smi in enumerate(smiles):
         mol = Chem.AddHs(Chem.MolFromSmiles(smi))
         assert AllChem.EmbedMolecule(mol, randomSeed=k) == 0, f"no conformer for {smi}"
-        rows.append({"mol_id": smi, "atomic_numbers": [a.GetAtomicNum() for a in mol.GetAtoms()],
+        rows.append({"mol_id": smi, "smiles": smi, "atomic_numbers": [a.GetAtomicNum() for a in mol.GetAtoms()],
                      "positions": mol.GetConformer().GetPositions().ravel().tolist()})
     return pd.DataFrame(rows)
 

@@ -20,6 +20,7 @@ from molgnn.data import schema
 from molgnn.featurize.neighbors import add_neighbors, pair_table
 
 MAX_ATOMIC_NUMBER = 99  # PaiNN's default embedding has 100 rows; row 0 is the MASK token
+ATOM_FEATURES = "atom_features"  # batch key of the per-atom 2D features, where a dataset has them
 
 
 class StructureTableError(ValueError):
@@ -66,6 +67,8 @@ class AtomisticDataset:
     ptr: torch.Tensor                   # [M + 1] int64
     targets: torch.Tensor | None = None  # [M, T] float64
     target_names: list[str] = field(default_factory=list)
+    atom_features: torch.Tensor | None = None  # [N, d] float32 (molgnn.featurize.atom_features), batch key ATOM_FEATURES
+    atom_features_missing: int = 0      # structures whose atoms could not be paired with their SMILES (zero rows)
 
     def __len__(self) -> int:
         return int(self.ptr.numel() - 1)
@@ -82,7 +85,8 @@ class AtomisticDataset:
         """The same dataset on ``device`` (holding all of QM9 on a GPU avoids per-batch copies)."""
         move = (lambda t: None if t is None else t.to(device))
         return AtomisticDataset(self.mol_ids, move(self.z), move(self.positions), move(self.ptr),
-                                move(self.targets), list(self.target_names))
+                                move(self.targets), list(self.target_names), move(self.atom_features),
+                                self.atom_features_missing)
 
     @classmethod
     def from_npz(cls, path: str, *, dtype: torch.dtype = torch.float32) -> "AtomisticDataset":
@@ -102,20 +106,30 @@ class AtomisticDataset:
     @classmethod
     def from_frames(cls, structures: pd.DataFrame, targets: pd.DataFrame | None = None,
                     target_columns: Sequence[str] | None = None, *,
-                    dtype: torch.dtype = torch.float32) -> "AtomisticDataset":
+                    dtype: torch.dtype = torch.float32, atom_features: str | None = None) -> "AtomisticDataset":
         """Validate and pack a structures table (and optionally targets joined on ``mol_id``).
 
-        Molecules absent from ``targets`` get NaN labels (masked by training). Raises
+        Molecules absent from ``targets`` get NaN labels (masked by training). ``atom_features`` (a
+        featurizer name) also packs per-atom 2D features computed from the table's ``smiles``. Raises
         ``StructureTableError`` naming the offending rows for anything malformed.
         """
+        if atom_features is not None and schema.SMILES not in structures.columns:
+            raise StructureTableError(f"atom features ({atom_features}) need the structures' SMILES; this "
+                                      "structures table has no 'smiles' column (made before molgnn paired "
+                                      "atoms with SMILES: rerun the featurize stage)")
         missing = {schema.MOL_ID, schema.ATOMIC_NUMBERS, schema.POSITIONS} - set(structures.columns)
         if missing:
             raise StructureTableError(f"structures table lacks column(s) {sorted(missing)}")
         mol_ids = structures[schema.MOL_ID].astype(str).to_numpy()
         if len(mol_ids) == 0:
             y, names = _target_matrix(targets, mol_ids, target_columns) if targets is not None else (None, [])
+            feats = None
+            if atom_features is not None:
+                from molgnn.featurize.atom_features import atom_feature_dim
+
+                feats = torch.zeros(0, atom_feature_dim(atom_features))
             return cls(mol_ids, torch.zeros(0, dtype=torch.uint8), torch.zeros(0, 3, dtype=dtype),
-                       torch.zeros(1, dtype=torch.long), y, names)
+                       torch.zeros(1, dtype=torch.long), y, names, feats)
         dup = pd.Index(mol_ids).duplicated()
         if dup.any():
             raise StructureTableError(f"duplicate mol_id in structures at {_describe(mol_ids, np.flatnonzero(dup))}")
@@ -147,9 +161,18 @@ class AtomisticDataset:
         y, names = None, []
         if targets is not None:
             y, names = _target_matrix(targets, mol_ids, target_columns)
+        feats, missing = None, 0
+        if atom_features is not None:
+            from molgnn.featurize.atom_features import structure_atom_features
+
+            z_int = z_flat.astype(np.int64)
+            per_mol = [z_int[ptr[k]:ptr[k + 1]] for k in range(len(mol_ids))]
+            rows, found = structure_atom_features(structures[schema.SMILES].astype(str).tolist(), per_mol,
+                                                  atom_features)
+            feats, missing = torch.from_numpy(rows), int((~found).sum())
         return cls(mol_ids=mol_ids, z=torch.from_numpy(z_flat.astype(np.uint8)),
                    positions=torch.from_numpy(r_flat).to(dtype), ptr=torch.from_numpy(ptr),
-                   targets=y, target_names=names)
+                   targets=y, target_names=names, atom_features=feats, atom_features_missing=missing)
 
 
 def _target_matrix(targets: pd.DataFrame, mol_ids: np.ndarray,
@@ -191,7 +214,7 @@ def make_batch(dataset: AtomisticDataset, indices: Sequence[int] | torch.Tensor,
     """Gather molecules ``indices`` into one schnetpack-style input dict on ``device``.
 
     Keys: Z, R, idx_m, n_atoms, idx (dataset positions of the molecules), idx_i, idx_j, Rij, offsets,
-    and one ``[B]`` tensor per target name (NaN = missing label).
+    ATOM_FEATURES where the dataset has them, and one ``[B]`` tensor per target name (NaN = missing label).
     """
     idx = torch.as_tensor(indices, dtype=torch.long, device=dataset.device)
     if idx.numel() == 0:
@@ -204,6 +227,8 @@ def make_batch(dataset: AtomisticDataset, indices: Sequence[int] | torch.Tensor,
         props.idx_m: idx_m,
         props.n_atoms: n,
     }
+    if dataset.atom_features is not None:
+        batch[ATOM_FEATURES] = dataset.atom_features[atom]
     if dataset.targets is not None:
         y = dataset.targets[idx]
         for k, name in enumerate(dataset.target_names):
@@ -305,6 +330,8 @@ class DeviceBatcher:
             props.idx_i: idx_i, props.idx_j: idx_j, props.Rij: R[idx_j] - R[idx_i],
             props.offsets: torch.zeros(n_pairs_total, 3, dtype=R.dtype, device=self.device),
         }
+        if ds.atom_features is not None:
+            batch[ATOM_FEATURES] = ds.atom_features[atom]
         if ds.targets is not None:
             y = ds.targets[idx]
             for k, name in enumerate(ds.target_names):
@@ -359,6 +386,9 @@ def pad_batch(batch: dict[str, torch.Tensor], *, atoms: int, pairs: int, molecul
         props.idx_i: idx_i, props.idx_j: idx_j, props.Rij: R_all[idx_j] - R_all[idx_i],
         props.offsets: torch.zeros(pairs, 3, dtype=R.dtype, device=dev),
     })
+    if ATOM_FEATURES in batch:  # dummy atoms: zero features (they receive nothing and send nothing)
+        x = batch[ATOM_FEATURES]
+        out[ATOM_FEATURES] = torch.cat([x, torch.zeros(n_dummy, x.shape[1], dtype=x.dtype, device=dev)])
     for name in target_names:
         y = batch[name]
         out[name] = torch.cat([y, torch.full((molecules - b,), float("nan"), dtype=y.dtype, device=dev)])

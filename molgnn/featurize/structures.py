@@ -1,9 +1,12 @@
 """3D structures for every molecule: the source's geometry where ingest kept one, else ETKDGv3 + force field.
 
-``structures.parquet``: ``mol_id``, ``atomic_numbers`` (all atoms incl. H), ``positions`` (flattened
-xyz, Angstrom), ``geometry_source`` (``given``, ``etkdgv3-mmff``, or ``etkdgv3-uff`` where MMFF94 has
+``structures.parquet``: ``mol_id``, ``smiles`` (the standardized SMILES), ``atomic_numbers`` (all atoms
+incl. H), ``positions`` (flattened xyz, Angstrom), ``geometry_source`` (``given``, ``etkdgv3-mmff``, or ``etkdgv3-uff`` where MMFF94 has
 no parameters), ``total_charge`` (the standardized molecule's net formal charge: the electron count
-of a structure, which extended-Hückel pretraining targets need). Molecules without a structure are in
+of a structure, which extended-Hückel pretraining targets need). Atoms follow the order of
+``Chem.AddHs(Chem.MolFromSmiles(smiles))`` (:mod:`molgnn.chem.atom_order`; a given geometry is
+reordered where its perceived bonds match the SMILES, else kept as given), so per-atom 2D features
+pair with the 3D atoms (:mod:`molgnn.featurize.atom_features`). Molecules without a structure are in
 ``structure_rejects.csv`` with the reason. Both files' bytes depend only on the molecules, the seed
 and the conformer settings, not on the number of workers (every molecule is embedded with the same
 seed; results return in input order). The one outcome a slower machine can change is a time-out:
@@ -21,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from molgnn.chem.atom_order import smiles_order
 from molgnn.chem.conformers import Conformer, embed_many
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
@@ -84,6 +88,7 @@ def build_structures(molecules: pd.DataFrame, out_dir: str | Path, *, seed: int,
     sources: list[str | None] = [None] * n
     failures: dict[int, tuple[str, str]] = {}
     to_embed: list[int] = []
+    smiles = molecules[schema.SMILES].astype(str).tolist()
     for i, (z, pos) in enumerate(zip(zs, ps)):
         given = _given_geometry(z, pos)
         if given is None:
@@ -91,10 +96,13 @@ def build_structures(molecules: pd.DataFrame, out_dir: str | Path, *, seed: int,
         elif isinstance(given, str):
             failures[i] = ("geometry", given)
         else:
-            numbers[i], positions[i], sources[i] = given[0], given[1], GIVEN
+            z_arr, p_arr = given
+            perm = smiles_order(smiles[i], z_arr, p_arr)
+            if perm is not None:  # the SMILES's atom order (see the module docstring)
+                z_arr, p_arr = z_arr[perm], p_arr.reshape(-1, 3)[perm].ravel()
+            numbers[i], positions[i], sources[i] = z_arr, p_arr, GIVEN
     n_given = sum(s == GIVEN for s in sources)
 
-    smiles = molecules[schema.SMILES].astype(str).tolist()
     results = embed_many([smiles[i] for i in to_embed], seed=seed, timeout_s=timeout_s,
                          max_iterations=max_iterations, workers=workers, progress=progress)
     n_embedded = 0
@@ -109,6 +117,7 @@ def build_structures(molecules: pd.DataFrame, out_dir: str | Path, *, seed: int,
     mol_ids = molecules[schema.MOL_ID].astype(str).tolist()
     table = pa.table({
         schema.MOL_ID: pa.array([mol_ids[i] for i in ok], type=pa.string()),
+        schema.SMILES: pa.array([smiles[i] for i in ok], type=pa.string()),
         schema.ATOMIC_NUMBERS: list_column([numbers[i] for i in ok], pa.int64()),
         schema.POSITIONS: list_column([positions[i] for i in ok], pa.float64()),
         GEOMETRY_SOURCE: pa.array([sources[i] for i in ok], type=pa.string()),

@@ -11,10 +11,12 @@ from typing import Any, Mapping
 
 import schnetpack.properties as props
 import torch
+from torch import nn
 from schnetpack.nn import CosineCutoff, GaussianRBF
 from schnetpack.representation import PaiNN
 
 from molgnn.config import ModelConfig
+from molgnn.featurize.atomistic import ATOM_FEATURES
 from molgnn.featurize.neighbors import neighbor_pairs, pair_vectors
 
 MASK_TOKEN = 0
@@ -39,6 +41,24 @@ def build_painn(cfg: ModelConfig | Mapping[str, Any]) -> PaiNN:
     return model
 
 
+class AtomFeatureEmbedding(nn.Module):
+    """Adds a linear map of each atom's 2D features to its nuclear embedding, through PaiNN's own
+    hook for extra atom embeddings (``electronic_embeddings``: called as ``module(q, inputs)``, the
+    result added to ``q`` before the first interaction). Zero-initialised, so a pretrained encoder
+    starts out computing exactly what it was pretrained to."""
+
+    def __init__(self, n_features: int, n_atom_basis: int):
+        super().__init__()
+        self.linear = nn.Linear(n_features, n_atom_basis, bias=False)
+        nn.init.zeros_(self.linear.weight)
+
+    def forward(self, q: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if ATOM_FEATURES not in inputs:
+            raise KeyError("this model needs per-atom 2D features (atom_features) in its input batch; build "
+                           "the dataset with AtomisticDataset.from_frames(..., atom_features=NAME)")
+        return self.linear(inputs[ATOM_FEATURES].to(q.dtype))
+
+
 def model_config_dict(cfg: ModelConfig | Mapping[str, Any]) -> dict[str, Any]:
     return dataclasses.asdict(model_config_from(cfg))
 
@@ -60,5 +80,7 @@ def encode(model: PaiNN, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tenso
         props.idx_i: idx_i,
         props.idx_j: idx_j,
     }
+    if ATOM_FEATURES in batch:  # read by an AtomFeatureEmbedding, where the model has one
+        inputs[ATOM_FEATURES] = batch[ATOM_FEATURES]
     out = model(inputs)
     return out["scalar_representation"], out["vector_representation"]

@@ -20,13 +20,20 @@ from torch import nn
 
 from molgnn.config import ModelConfig
 from molgnn.featurize.atomistic import AtomisticDataset, gather_atoms, iterate_batches
-from molgnn.models.painn_encoder import N_EMBEDDINGS, build_painn, encode, model_config_dict
+from molgnn.models.painn_encoder import (N_EMBEDDINGS, AtomFeatureEmbedding, build_painn, encode,
+                                         model_config_dict)
 
-# Extensive QM9 properties (sum over atoms); every other target is averaged. Keys are lower-case.
+# QM9's properties by name (lower-case): extensive ones sum over atoms, intensive ones (orbital energies,
+# the dipole) average. Any other regression target sums: the properties users bring (solubility,
+# lipophilicity, hydration free energy, ...) grow with the molecule roughly group by group, and a sum
+# readout measured better than a mean on ESOL (chemprop's default readout sums too). Classification
+# logits always average (see PropertyModel).
 DEFAULT_AGGREGATION: dict[str, str] = {
     "u0": "sum", "u": "sum", "h": "sum", "g": "sum", "zpve": "sum", "cv": "sum", "alpha": "sum", "r2": "sum",
     "u0_atom": "sum", "u_atom": "sum", "h_atom": "sum", "g_atom": "sum",
+    "gap": "mean", "homo": "mean", "lumo": "mean", "mu": "mean",
 }
+OTHER_AGGREGATION = "sum"
 AGGREGATIONS = ("sum", "mean")
 REGRESSION, CLASSIFICATION = "regression", "classification"
 TASK_TYPES = (REGRESSION, CLASSIFICATION)
@@ -37,12 +44,12 @@ class CheckpointMismatchError(ValueError):
 
 
 def resolve_aggregation(targets: Sequence[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Aggregation per target: ``overrides`` first, then DEFAULT_AGGREGATION, else "mean"."""
+    """Aggregation per target: ``overrides`` first, then DEFAULT_AGGREGATION, else OTHER_AGGREGATION."""
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(targets)
     if unknown:
         raise ValueError(f"aggregation given for unknown target(s) {sorted(unknown)}; targets are {list(targets)}")
-    out = {t: overrides.get(t, DEFAULT_AGGREGATION.get(t.lower(), "mean")) for t in targets}
+    out = {t: overrides.get(t, DEFAULT_AGGREGATION.get(t.lower(), OTHER_AGGREGATION)) for t in targets}
     bad = {t: a for t, a in out.items() if a not in AGGREGATIONS}
     if bad:
         raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {bad}")
@@ -54,7 +61,8 @@ class PropertyModel(nn.Module):
 
     def __init__(self, model_cfg: ModelConfig | Mapping[str, Any], targets: Sequence[str], *,
                  aggregation: Mapping[str, str] | None = None, head_hidden: int | None = None,
-                 head_layers: int = 2, task_types: Mapping[str, str] | None = None):
+                 head_layers: int = 2, task_types: Mapping[str, str] | None = None,
+                 atom_features: str | None = None, atom_feature_dim: int | None = None):
         super().__init__()
         if not targets or len(set(targets)) != len(targets):
             raise ValueError(f"targets must be a non-empty list of distinct names, got {list(targets)}")
@@ -71,6 +79,13 @@ class PropertyModel(nn.Module):
         self.head_layers = head_layers
         n = self.model_cfg["n_atom_basis"]
         self.encoder = build_painn(self.model_cfg)
+        # per-atom 2D features (a featurizer name of molgnn.featurize.atom_features) beside Z
+        self.atom_features = atom_features
+        self.atom_feature_dim = atom_feature_dim
+        if atom_features is not None:
+            if not atom_feature_dim:
+                raise ValueError(f"atom_features={atom_features!r} needs its atom_feature_dim")
+            self.encoder.electronic_embeddings.append(AtomFeatureEmbedding(atom_feature_dim, n))
         self.heads = nn.ModuleList(
             snn.build_mlp(n_in=n, n_out=1, n_hidden=head_hidden, n_layers=head_layers) for _ in self.targets)
         self.register_buffer("target_mean", torch.zeros(len(self.targets)))
@@ -86,13 +101,15 @@ class PropertyModel(nn.Module):
     def hparams(self) -> dict[str, Any]:
         return {"model": dict(self.model_cfg), "targets": list(self.targets),
                 "aggregation": dict(self.aggregation), "head_hidden": self.head_hidden,
-                "head_layers": self.head_layers, "task_types": dict(self.task_types)}
+                "head_layers": self.head_layers, "task_types": dict(self.task_types),
+                "atom_features": self.atom_features, "atom_feature_dim": self.atom_feature_dim}
 
     @classmethod
     def from_hparams(cls, hparams: Mapping[str, Any]) -> "PropertyModel":
         return cls(hparams["model"], hparams["targets"], aggregation=hparams["aggregation"],
                    head_hidden=hparams.get("head_hidden"), head_layers=hparams.get("head_layers", 2),
-                   task_types=hparams.get("task_types"))  # checkpoints before task types: all regression
+                   task_types=hparams.get("task_types"),  # checkpoints before task types: all regression
+                   atom_features=hparams.get("atom_features"), atom_feature_dim=hparams.get("atom_feature_dim"))
 
     @property
     def cutoff(self) -> float:
@@ -121,7 +138,11 @@ class PropertyModel(nn.Module):
         state = {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         if not state:
             raise CheckpointMismatchError("checkpoint holds no encoder weights")
-        self.encoder.load_state_dict(state, strict=True)
+        # the atom-feature embedding is this model's own when the checkpoint has none (it starts at zero)
+        missing, unexpected = self.encoder.load_state_dict(state, strict=False)
+        own = [k for k in missing if not k.startswith("electronic_embeddings.")]
+        if own or unexpected:
+            raise CheckpointMismatchError(f"checkpoint encoder weights do not fit: missing {own}, unexpected {unexpected}")
 
     def _per_atom(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
         q, _ = encode(self.encoder, batch)

@@ -101,13 +101,21 @@ def structure_for(raw: str, *, seed: int = 0, timeout_s: float = 10.0, max_itera
 
 @torch.no_grad()
 def atom_attributions(models: Sequence[PropertyModel], atomic_numbers: np.ndarray, positions: np.ndarray,
-                      device: str | torch.device = "cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(per-member atom contributions ``[K, n_atoms, T]``, per-member predictions ``[K, T]``) of one structure."""
-    frame = pd.DataFrame({schema.MOL_ID: ["m"], schema.ATOMIC_NUMBERS: [np.asarray(atomic_numbers).tolist()],
+                      device: str | torch.device = "cpu", smiles: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(per-member atom contributions ``[K, n_atoms, T]``, per-member predictions ``[K, T]``) of one
+    structure; ``smiles`` (atoms in its order with hydrogens) for models that read atom features."""
+    frame = pd.DataFrame({schema.MOL_ID: ["m"], schema.SMILES: [smiles or ""],
+                          schema.ATOMIC_NUMBERS: [np.asarray(atomic_numbers).tolist()],
                           schema.POSITIONS: [np.asarray(positions, dtype=np.float64).ravel().tolist()]})
-    dataset = AtomisticDataset.from_frames(frame).to(device)
+    datasets: dict[str | None, AtomisticDataset] = {}
     contribs, preds = [], []
     for model in models:
+        if model.atom_features not in datasets:
+            datasets[model.atom_features] = AtomisticDataset.from_frames(
+                frame, atom_features=model.atom_features).to(device)
+        dataset = datasets[model.atom_features]
+        if dataset.atom_features_missing:
+            raise ExplainError(f"the atoms of {smiles!r} cannot be paired with its SMILES for atom features")
         batch = make_batch(dataset, [0], cutoff=model.cutoff, device=device)
         c = model.atom_contributions(batch).double()
         p = model(batch).double()[0]
@@ -125,7 +133,7 @@ def explain_smiles(raw: str, models: Sequence[PropertyModel], *, seed: int = 0, 
     """Attributions of one molecule given as SMILES; :class:`ExplainError` if it cannot be made 3D."""
     smiles, mol_h, z, pos = structure_for(raw, seed=seed, timeout_s=timeout_s, max_iterations=max_iterations,
                                           max_heavy_atoms=max_heavy_atoms)
-    per_atom, preds = atom_attributions(models, z, pos, device=device)    # [K, N, T], [K, T]
+    per_atom, preds = atom_attributions(models, z, pos, device=device, smiles=smiles)  # [K, N, T], [K, T]
     mol = parse_smiles(smiles)           # the atoms AddHs started from: indices 0..n-1 of mol_h
     n = mol.GetNumAtoms()
     folded = per_atom[:, :n].copy()

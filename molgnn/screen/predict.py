@@ -35,7 +35,16 @@ def predict_ensemble(checkpoints: Sequence[Mapping[str, Any]], structures_df: pd
     if len(structures_df) == 0:
         return pd.DataFrame({schema.MOL_ID: pd.Series(dtype=str),
                              **{f"{t}_{s}": pd.Series(dtype=float) for t in targets for s in ("mean", "std")}})
-    dataset = structures_df if isinstance(structures_df, AtomisticDataset) else AtomisticDataset.from_frames(structures_df)
+    kinds = {ckpt["config"].get("atom_features") for ckpt in checkpoints}
+    if len(kinds) > 1:
+        raise CheckpointError(f"the members read different atom features {sorted(map(str, kinds))}")
+    atom_features = kinds.pop()
+    if isinstance(structures_df, AtomisticDataset):
+        dataset = structures_df
+        if atom_features is not None and dataset.atom_features is None:
+            raise CheckpointError(f"the models read atom features ({atom_features}); the dataset has none")
+    else:
+        dataset = AtomisticDataset.from_frames(structures_df, atom_features=atom_features)
     dataset = dataset.to(device)
     preds = []
     for ckpt in checkpoints:

@@ -86,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         split = _split(args.npz, args.max_train)
         model_cfg = ModelConfig(args.n_atom_basis, args.n_interactions, args.n_rbf, args.cutoff)
         ft_cfg = FinetuneConfig(targets=list(args.targets), epochs=args.epochs, batch_size=args.batch_size,
-                                lr=args.lr, patience=args.patience, split="random", ensemble_size=1)
+                                lr=args.lr, patience=args.patience, split="random", ensemble_size=1,
+                                atom_features=None)  # an npz has no SMILES: element-only inputs
         t0 = time.perf_counter()
         res = finetune(dataset, None, split, model_cfg, ft_cfg, seed=args.seed, device=device,
                        scheduler=args.scheduler, warmup_steps=args.warmup_steps, time_budget_s=args.time_budget,

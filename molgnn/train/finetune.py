@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ from molgnn.train.cuda_graph_step import GraphedStep
 from molgnn.train.pretrain import LogFn, TrainingDivergedError, as_dataset, sync
 from molgnn.train.resume import Deadline, fingerprint, load_state, restore_rng, rng_state, save_state
 from molgnn.train.steps import cosine_time_lr, masked_scaled_mse, optimizer_step, set_lr
+
+log = logging.getLogger(__name__)
 
 SCHEDULERS = ("plateau", "cosine", "cosine-time")
 AMP_DTYPES: dict[str | None, torch.dtype | None] = {None: None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -172,10 +175,14 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
              state_path: str | Path | None = None, max_seconds: float | None = None,
              time_budget_s: float | None = None, warmup_steps: int = 0, min_lr_ratio: float = 0.0,
              dist_check_every: int = 25, cuda_graphs: bool = False,
-             pad_buckets: tuple[int, int] | None = None, warmup_outside_budget: bool = False) -> FinetuneResult:
+             pad_buckets: tuple[int, int] | None = None, warmup_outside_budget: bool = False,
+             atom_features: str | None = None) -> FinetuneResult:
     """Train a PropertyModel on ``finetune_cfg.targets``; ``pretrained`` (a pretrain checkpoint) seeds
     the encoder, None trains from scratch. A pretrained encoder trains at ``finetune_cfg.lr *
     finetune_cfg.encoder_lr_scale``, the heads at ``finetune_cfg.lr`` (every schedule scales both).
+
+    ``atom_features`` (a featurizer of ``molgnn.featurize.atom_features``) gives the encoder each atom's
+    2D features beside its element (the structures table needs its ``smiles`` column).
 
     ``atom_refs`` fits per-element references for sum-aggregated targets on the training set (the
     loss scale is then the std of what remains). ``structures`` may be an AtomisticDataset that
@@ -248,7 +255,7 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         if amp == "fp16":
             raise ValueError("cuda_graphs=True does not support amp='fp16' (its gradient scaler syncs with the host)")
         pad_buckets = tuple(pad_buckets) if pad_buckets is not None else DEFAULT_PAD_BUCKETS
-    dataset = _dataset_with_targets(structures, targets_df, targets).to(device)
+    dataset = _dataset_with_targets(structures, targets_df, targets, atom_features).to(device)
     train_idx, val_idx, test_idx = resolve_split(split, dataset)
     labels = _labels(dataset, targets)
     has_label = ~torch.isnan(labels).all(dim=1).numpy()
@@ -270,7 +277,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
 
     torch.manual_seed(seed)
     model = PropertyModel(model_cfg, targets, aggregation=aggregation, head_hidden=head_hidden,
-                          head_layers=head_layers, task_types=types)
+                          head_layers=head_layers, task_types=types, atom_features=atom_features,
+                          atom_feature_dim=None if atom_features is None else int(dataset.atom_features.shape[1]))
     y_train = labels[train_idx]
     ref = None
     if atom_refs and any(a == "sum" for a in model.aggregation.values()):
@@ -531,7 +539,8 @@ def finetune_ensemble(structures: pd.DataFrame | AtomisticDataset, targets_df: p
     k = finetune_cfg.ensemble_size if ensemble_size is None else ensemble_size
     if k < 1:
         raise ValueError(f"ensemble_size must be at least 1, got {k}")
-    dataset = _dataset_with_targets(structures, targets_df, list(finetune_cfg.targets)).to(device)
+    dataset = _dataset_with_targets(structures, targets_df, list(finetune_cfg.targets),
+                                    kwargs.get("atom_features")).to(device)
     members = []
     for m in range(k):
         member_log = None if log_fn is None else (
@@ -550,17 +559,24 @@ def finetune_ensemble(structures: pd.DataFrame | AtomisticDataset, targets_df: p
 
 
 def _dataset_with_targets(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFrame | None,
-                          targets: Sequence[str]) -> AtomisticDataset:
+                          targets: Sequence[str], atom_features: str | None = None) -> AtomisticDataset:
     if isinstance(structures, AtomisticDataset):
         if targets_df is not None:
             raise ValueError("pass targets_df=None with an AtomisticDataset: it already carries its targets")
         missing = [t for t in targets if t not in structures.target_names]
         if structures.targets is None or missing:
             raise ValueError(f"dataset lacks target(s) {missing or targets}")
+        if atom_features is not None and structures.atom_features is None:
+            raise ValueError(f"atom_features={atom_features!r} but the dataset has no atom features; build it "
+                             "with AtomisticDataset.from_frames(..., atom_features=...)")
         return structures
     if targets_df is None:
         raise ValueError("fine-tuning needs a targets table (mol_id + target columns)")
-    return as_dataset(structures, targets=targets_df, target_columns=targets)
+    dataset = as_dataset(structures, targets=targets_df, target_columns=targets, atom_features=atom_features)
+    if dataset.atom_features_missing:
+        log.warning("%d of %d structures have no atom features (atoms not paired with their SMILES): zero "
+                    "rows", dataset.atom_features_missing, len(dataset))
+    return dataset
 
 
 def _nanstd(y: torch.Tensor) -> float:

@@ -28,8 +28,9 @@ def test_given_embedded_and_failed(tmp_path):
     res = build_structures(_molecules(), tmp_path, seed=0, timeout_s=10, max_iterations=200, workers=1)
     assert (res.n_given, res.n_embedded, res.n_failed) == (1, 1, 1)
     s = pd.read_parquet(res.path)
-    assert list(s.columns) == [schema.MOL_ID, schema.ATOMIC_NUMBERS, schema.POSITIONS, "geometry_source",
-                               "total_charge"]
+    assert list(s.columns) == [schema.MOL_ID, schema.SMILES, schema.ATOMIC_NUMBERS, schema.POSITIONS,
+                               "geometry_source", "total_charge"]
+    assert s[schema.SMILES].tolist() == ["CO", "CCO"]
     assert s[schema.MOL_ID].tolist() == ["OKKJLVBELUTLKV-UHFFFAOYSA-N", "LFQSCWFLJHTTHZ-UHFFFAOYSA-N"]
     assert s["geometry_source"].tolist() == ["given", "etkdgv3-mmff"]
     assert s[schema.ATOMIC_NUMBERS][0].tolist() == METHANOL_Z
@@ -59,3 +60,21 @@ def test_table_without_geometry_columns(tmp_path):
     mols = _molecules().drop(columns=[schema.ATOMIC_NUMBERS, schema.POSITIONS]).iloc[:2]
     res = build_structures(mols, tmp_path, seed=0, timeout_s=10, max_iterations=200, workers=1)
     assert (res.n_given, res.n_embedded, res.n_failed) == (0, 2, 0)
+
+
+def test_a_given_geometry_is_put_in_the_smiles_atom_order(tmp_path):
+    """A source listing methanol's atoms H, H, O, H, C, H gets them back in the SMILES order (C, O, then
+    the hydrogens: C's three, then O's), each with its own coordinates: the structure is unchanged."""
+    xyz = np.asarray(METHANOL_POS).reshape(-1, 3)
+    shuffled = [5, 2, 1, 4, 0, 3]            # given atom k is methanol atom shuffled[k]
+    mols = _molecules().iloc[:1].copy()
+    mols[schema.ATOMIC_NUMBERS] = [[METHANOL_Z[i] for i in shuffled]]
+    mols[schema.POSITIONS] = [xyz[shuffled].ravel().tolist()]
+    s = pd.read_parquet(build_structures(mols, tmp_path, seed=0, timeout_s=10, max_iterations=200,
+                                         workers=1).path)
+    assert s[schema.ATOMIC_NUMBERS][0].tolist() == METHANOL_Z
+    got = np.asarray(s[schema.POSITIONS][0]).reshape(-1, 3)
+    np.testing.assert_allclose(got[:2], xyz[:2])                 # C and O where the SMILES puts them
+    # the O-H hydrogen is the last atom (AddHs appends O's hydrogen after C's three)
+    assert np.linalg.norm(got[5] - got[1]) < 1.1 and np.linalg.norm(got[5] - got[0]) > 1.6
+    assert sorted(map(tuple, got.round(6))) == sorted(map(tuple, xyz.round(6)))
