@@ -215,7 +215,8 @@ def _finetune(b: _Builder) -> None:
         if len(classified) > 1:
             rows.append(["mean over tasks", "", *(fmt(m.get(H.test_average(k))) for k in names)])
         b.add("Test-split classification scores (ensemble-mean probability; ECE over 10 bins, raw and after "
-              "Platt scaling fitted on the validation split, which screening applies):",
+              "the map (identity, temperature or Platt) chosen by cross-validation on the validation split, "
+              "which screening applies):",
               table(["target", "type", "ROC-AUC", "PR-AUC", "ECE", "ECE (calibrated)"], rows))
     units = {t: units[t] for t in regression}  # calibration and parity: regression targets only
     if any(H.calib_metric(H.CALIB_SCALE, t) in m for t in units):

@@ -5,7 +5,8 @@ a 0.9 need not mean 9 in 10 actives. Platt scaling (Platt 1999; Guo et al. 2017 
 one-parameter "temperature" special case) refits ``p' = sigmoid(a * logit(p) + b)`` on held-out
 labels by minimising the binary cross-entropy. With ``a > 0`` the map is increasing, so a ranking
 by probability is unchanged; only the stated probabilities move. A weak ridge pull toward the
-identity (``a = 1, b = 0``) keeps the fit sane on the small validation sets of assay tables.
+identity (``a = 1, b = 0``) keeps the fit sane on the small validation sets of assay tables, and
+cross-validation on those labels picks the identity, temperature (``b = 0``) or the full map.
 
 >>> import numpy as np
 >>> rng = np.random.default_rng(0)
@@ -28,6 +29,8 @@ from molgnn.screen.calibration import read_calibration_report
 _EPS = 1e-6
 RIDGE = 1e-3         # per validation molecule-equivalent pull of (a, b) toward (1, 0)
 MIN_CAL = 20         # fewer labelled validation molecules (or one class only): no calibration
+METHODS = ("identity", "temperature", "platt")   # simplest first: ties in cross-validation go to it
+CV_FOLDS = 5
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -35,18 +38,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def fit_platt(y_true, prob) -> dict[str, Any]:
-    """``{"a", "b", "n_cal", "fitted"}`` from labels (NaN = missing) and ensemble probabilities.
-
-    ``fitted`` is false (identity map) with fewer than ``MIN_CAL`` labelled molecules or one class
-    only: too little to calibrate, and saying so beats a fit to noise."""
-    y = np.asarray(y_true, dtype=float)
-    p = np.asarray(prob, dtype=float)
-    ok = ~(np.isnan(y) | np.isnan(p))
-    y, z = y[ok], _logit(p[ok])
-    n = int(len(y))
-    if n < MIN_CAL or y.min() == y.max():
-        return {"a": 1.0, "b": 0.0, "n_cal": n, "fitted": False}
+def _fit_map(z: np.ndarray, y: np.ndarray, shift: bool) -> tuple[float, float, bool]:
+    """(a, b, converged) minimising the ridge-pulled BCE of ``sigmoid(a z + b)``; b stays 0 without ``shift``."""
 
     def loss(ab: np.ndarray) -> tuple[float, np.ndarray]:
         s = ab[0] * z + ab[1]
@@ -58,9 +51,44 @@ def fit_platt(y_true, prob) -> dict[str, Any]:
                 np.array([np.mean(g * z), np.mean(g)]) + 2 * RIDGE * pull)
 
     res = optimize.minimize(loss, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B",
-                            bounds=[(1e-3, 100.0), (-20.0, 20.0)])
-    a, b = (float(v) for v in res.x)
-    return {"a": a, "b": b, "n_cal": n, "fitted": bool(res.success)}
+                            bounds=[(1e-3, 100.0), (-20.0, 20.0) if shift else (0.0, 0.0)])
+    return float(res.x[0]), float(res.x[1]), bool(res.success)
+
+
+def _nll_sum(z: np.ndarray, y: np.ndarray, a: float, b: float) -> float:
+    s = a * z + b
+    return float((np.logaddexp(0.0, s) - y * s).sum())
+
+
+def fit_platt(y_true, prob) -> dict[str, Any]:
+    """``{"a", "b", "n_cal", "fitted", "method", "cv_nll"}`` from labels (NaN = missing) and ensemble
+    probabilities.
+
+    The map is chosen among ``METHODS`` by ``CV_FOLDS``-fold cross-validated BCE on these labels
+    (ties go to the simpler): Platt's shift ``b`` moves every probability toward the validation
+    split's base rate, which hurts where a scaffold split's test set has another; and an ensemble
+    that is already calibrated is best left alone. ``fitted`` is false (identity map) with fewer than
+    ``MIN_CAL`` labelled molecules or one class only: too little to choose, and saying so beats a fit
+    to noise."""
+    y = np.asarray(y_true, dtype=float)
+    p = np.asarray(prob, dtype=float)
+    ok = ~(np.isnan(y) | np.isnan(p))
+    y, z = y[ok], _logit(p[ok])
+    n = int(len(y))
+    if n < MIN_CAL or y.min() == y.max():
+        return {"a": 1.0, "b": 0.0, "n_cal": n, "fitted": False}
+    fold = np.random.default_rng(0).permutation(n) % CV_FOLDS
+    cv = dict.fromkeys(METHODS, 0.0)
+    for k in range(CV_FOLDS):
+        tr, te = fold != k, fold == k
+        cv["identity"] += _nll_sum(z[te], y[te], 1.0, 0.0)
+        for method, shift in (("temperature", False), ("platt", True)):
+            a, b, _ = _fit_map(z[tr], y[tr], shift)
+            cv[method] += _nll_sum(z[te], y[te], a, b)
+    method = min(METHODS, key=lambda m: (round(cv[m], 9), METHODS.index(m)))
+    a, b, converged = (1.0, 0.0, True) if method == "identity" else _fit_map(z, y, method == "platt")
+    return {"a": a, "b": b, "n_cal": n, "fitted": converged, "method": method,
+            "cv_nll": {m: v / n for m, v in cv.items()}}
 
 
 def apply_platt(prob, platt: Mapping[str, Any]) -> np.ndarray:

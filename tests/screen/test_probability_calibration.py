@@ -42,6 +42,20 @@ def test_a_calibrated_model_is_left_nearly_alone():
     assert abs(platt["a"] - 1) < 0.15 and abs(platt["b"]) < 0.15
 
 
+def test_cross_validation_picks_the_simplest_map_that_holds_out_of_sample():
+    y, p = _overconfident(3000, seed=3)
+    assert fit_platt(y, p)["method"] == "platt"                 # too sharp and shifted: both parameters
+    rng = np.random.default_rng(4)
+    truth = rng.uniform(0.05, 0.95, 3000)
+    y = (rng.uniform(size=3000) < truth).astype(float)
+    sharp = 1 / (1 + np.exp(-3 * np.log(truth / (1 - truth))))
+    temp = fit_platt(y, sharp)
+    assert temp["method"] == "temperature" and temp["b"] == 0 and temp["a"] < 0.5
+    ident = fit_platt(y, truth)
+    assert ident["method"] == "identity" and (ident["a"], ident["b"]) == (1.0, 0.0) and ident["fitted"]
+    assert ident["cv_nll"]["identity"] <= min(ident["cv_nll"].values())
+
+
 def test_too_few_labels_or_one_class_give_the_identity_and_missing_labels_are_skipped():
     assert fit_platt(np.ones(50), np.linspace(0.1, 0.9, 50))["fitted"] is False          # one class
     few = fit_platt([0.0, 1.0] * (MIN_CAL // 2 - 1), [0.2, 0.8] * (MIN_CAL // 2 - 1))
