@@ -1,9 +1,10 @@
 """3D structures for every molecule: the source's geometry where ingest kept one, else ETKDGv3 + force field.
 
-``structures.parquet``: ``mol_id``, ``smiles`` (the standardized SMILES), ``atomic_numbers`` (all atoms
-incl. H), ``positions`` (flattened xyz, Angstrom), ``geometry_source`` (``given``, ``etkdgv3-mmff``, or ``etkdgv3-uff`` where MMFF94 has
-no parameters), ``total_charge`` (the standardized molecule's net formal charge: the electron count
-of a structure, which extended-Hückel pretraining targets need). Atoms follow the order of
+``structures.parquet``: ``mol_id``, ``smiles`` (the standardized SMILES), ``atomic_numbers`` (all
+atoms incl. H), ``positions`` (flattened xyz, Angstrom), ``geometry_source`` (``given``,
+``etkdgv3-mmff``, or ``etkdgv3-uff`` where MMFF94 has no parameters), ``total_charge`` (the
+standardized molecule's net formal charge: the electron count of a structure, which extended-Hückel
+pretraining targets need). Atoms follow the order of
 ``Chem.AddHs(Chem.MolFromSmiles(smiles))`` (:mod:`molgnn.chem.atom_order`; a given geometry is
 reordered where its perceived bonds match the SMILES, else kept as given), so per-atom 2D features
 pair with the 3D atoms (:mod:`molgnn.featurize.atom_features`). Molecules without a structure are in

@@ -11,9 +11,9 @@ from typing import Any, Mapping
 
 import schnetpack.properties as props
 import torch
-from torch import nn
 from schnetpack.nn import CosineCutoff, GaussianRBF
 from schnetpack.representation import PaiNN
+from torch import nn
 
 from molgnn.config import ModelConfig
 from molgnn.featurize.atomistic import ATOM_FEATURES

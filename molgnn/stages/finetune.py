@@ -119,6 +119,8 @@ def run_finetune(ctx: RunContext, molecules_path: Path, structures_path: Path,
         outputs["history"] = str(history_path)
 
         metrics: dict[str, float] = {"n_train": len(train_idx), "n_val": len(val_idx), "n_test": len(test_idx)}
+        if cfg.atom_features is not None:  # molecules whose atoms could not be paired with their SMILES
+            metrics["n_without_atom_features"] = ens.members[0].atom_features_missing
         for target, vals in ens.test_metrics.items():
             for name, value in vals.items():
                 metrics[history_keys.test_metric(name, target)] = value

@@ -58,6 +58,7 @@ class FinetuneResult:
     train_seconds: float = math.nan             # training wall-clock so far, resumed calls included
     task_types: dict[str, str] = dataclasses.field(default_factory=dict)  # target: regression | classification
     task_reasons: dict[str, str] = dataclasses.field(default_factory=dict)  # why (declared, auto: ...)
+    atom_features_missing: int = 0              # structures trained with zero atom-feature rows (not paired)
 
 
 @dataclass
@@ -526,7 +527,8 @@ def finetune(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFra
         history=history)
     return FinetuneResult(ckpt, history, test_metrics, val_metrics,
                           _long_predictions(dataset.mol_ids[test_idx], targets, labels[test_idx], test_pred),
-                          completed=completed, train_seconds=total_spent(), task_types=types, task_reasons=reasons)
+                          completed=completed, train_seconds=total_spent(), task_types=types, task_reasons=reasons,
+                          atom_features_missing=dataset.atom_features_missing)
 
 
 def finetune_ensemble(structures: pd.DataFrame | AtomisticDataset, targets_df: pd.DataFrame | None, split: Any,
