@@ -14,7 +14,6 @@ from typing import Sequence
 import numpy as np
 from rdkit import Chem
 
-from molgnn.chem.atom_order import smiles_atoms
 from molgnn.featurize.graph2d import get_featurizer
 
 ATOM_FEATURIZERS = ("atom-bond-v1",)
@@ -29,9 +28,9 @@ def atom_feature_rows(smiles: str, atomic_numbers: Sequence[int], name: str) -> 
     None when they do not (the element sequence differs) or the SMILES does not parse."""
     featurizer = get_featurizer(name)
     heavy = Chem.MolFromSmiles(smiles) if smiles else None
-    full = smiles_atoms(smiles)
-    if heavy is None or full is None:
+    if heavy is None:
         return None
+    full = Chem.AddHs(heavy)   # what smiles_atoms gives, without parsing the SMILES again
     if [a.GetAtomicNum() for a in full.GetAtoms()] != [int(z) for z in atomic_numbers]:
         return None
     n_heavy = heavy.GetNumAtoms()   # AddHs keeps the heavy atoms' indices and appends the hydrogens
