@@ -207,6 +207,9 @@ class PretrainConfig:
     grad_clip: PosFloat | None = 10.0               # gradient-norm clip; None: off
     amp: Amp | None = None                          # autocast of the forward pass; None: float32
     time_budget_s: PosFloat | None = None           # stop at the first epoch end past this; None: epochs only
+    # where pretraining starts: a shipped encoder's name (molgnn.data.shipped_encoders), a pretraining
+    # checkpoint's path, or None (random weights); the run then pretrains `epochs` more on its own structures
+    init_from: Annotated[str, Strict(), MinLen(1)] | None = "druglike-v1"
 
     def train_options(self) -> dict[str, Any]:
         """The keyword arguments of ``molgnn.train.pretrain.pretrain`` that this config decides."""
@@ -655,7 +658,7 @@ def check_runnable(params: Params, root: str | Path) -> None:
     """What :func:`from_dict` cannot know: the device exists here, and each data source is a named
     source, a URL or a file under ``root`` (relative paths resolve there). Raises one ConfigError
     listing every problem. ``molgnn run`` calls it before Prefect starts, the flow again."""
-    problems = _device_problems(params) + _source_problems(params, Path(root))
+    problems = _device_problems(params) + _source_problems(params, Path(root)) + _encoder_problems(params, Path(root))
     if problems:
         raise ConfigError("cannot run here: " + problems[0] if len(problems) == 1
                           else "cannot run here:\n  " + "\n  ".join(problems), problems)
@@ -674,6 +677,34 @@ def _device_problems(params: Params) -> list[str]:
     if index >= n:
         found = f"{n} CUDA device{'s' if n != 1 else ''} (cuda:0 .. cuda:{n - 1})" if n else "no CUDA device"
         return [f"device = {want!r}: expected auto or cpu, or a CUDA device this machine has; it has {found}"]
+    return []
+
+
+def _encoder_problems(params: Params, root: Path) -> list[str]:
+    """The encoder ``pretrain.init_from`` names exists, is intact and fits ``model``."""
+    value = params.pretrain.init_from
+    if not params.pretrain.enabled or value is None:
+        return []
+    from molgnn.data.shipped_encoders import encoder_card, is_path_like, resolve_encoder
+
+    key = f"pretrain.init_from = {value!r}"
+    try:
+        path = resolve_encoder(value, root)
+    except (FileNotFoundError, ValueError) as exc:
+        return [f"{key}: {exc}; or null to pretrain from random weights"]
+    if is_path_like(value):
+        import torch
+
+        try:
+            trained_with = torch.load(path, map_location="cpu", weights_only=True)["config"]["model"]
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same problem for the user
+            return [f"{key}: not a readable pretraining checkpoint ({type(exc).__name__}: {exc})"]
+    else:
+        trained_with = encoder_card(value)["model"]
+    wanted = dataclasses.asdict(params.model)
+    if {k: trained_with.get(k) for k in wanted} != wanted:
+        return [f"{key}: it was pretrained with model {trained_with}, this run's model is {wanted}; use that "
+                "model, or set pretrain.init_from: null to pretrain this one from random weights"]
     return []
 
 

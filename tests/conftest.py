@@ -43,7 +43,7 @@ TINY_PARAMS = {
     "data": {"sources": ["qm9-sample"], "limit": 60},
     "featurize": {"workers": 1, "conformers": {"timeout_s": 5}},
     "model": {"n_atom_basis": 16, "n_interactions": 1, "n_rbf": 8, "cutoff": 4.0},
-    "pretrain": {"epochs": 1, "batch_size": 16},
+    "pretrain": {"epochs": 1, "batch_size": 16, "init_from": None},   # the shipped encoder needs the default model
     "finetune": {"targets": ["gap", "homo"], "epochs": 2, "batch_size": 16, "ensemble_size": 2,
                  "split": "scaffold"},
     "generate": {"vae": {"epochs": 40, "hidden_dim": 32, "latent_dim": 8},

@@ -308,6 +308,28 @@ def test_check_runnable_sources(tmp_path):
         check_runnable(from_dict({"device": "cpu", "data": {"sources": ["moses"]}}), tmp_path)
 
 
+def test_check_runnable_pretraining_start(tmp_path):
+    from molgnn.data.shipped_encoders import shipped_encoders
+
+    assert "druglike-v1" in shipped_encoders()
+    assert from_dict({}).pretrain.init_from == "druglike-v1"   # the default recipe starts from it
+    check_runnable(from_dict({"device": "cpu"}), tmp_path)
+    check_runnable(from_dict({"device": "cpu", "model": {"n_atom_basis": 8}, "pretrain": {"init_from": None}}),
+                   tmp_path)
+    check_runnable(from_dict({"device": "cpu", "model": {"n_atom_basis": 8}, "pretrain": {"enabled": False},
+                              "finetune": {"init": "scratch"}}), tmp_path)
+    with pytest.raises(ConfigError, match=r"pretrain.init_from = 'druglike-v1': it was pretrained with model .*"
+                                          r"'n_atom_basis': 32.*set pretrain.init_from: null"):
+        check_runnable(from_dict({"device": "cpu", "model": {"n_atom_basis": 8}}), tmp_path)
+    with pytest.raises(ConfigError, match=r"pretrain.init_from = 'druglike-v9': no shipped encoder .*druglike-v1"):
+        check_runnable(from_dict({"device": "cpu", "pretrain": {"init_from": "druglike-v9"}}), tmp_path)
+    with pytest.raises(ConfigError, match=r"pretrain.init_from = 'enc/mine.pt': pretraining checkpoint .* not found"):
+        check_runnable(from_dict({"device": "cpu", "pretrain": {"init_from": "enc/mine.pt"}}), tmp_path)
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(ConfigError, match=r"not a readable pretraining checkpoint"):
+        check_runnable(from_dict({"device": "cpu", "pretrain": {"init_from": "junk.pt"}}), tmp_path)
+
+
 # --- the CLI -------------------------------------------------------------------------------------------
 
 def test_cli_run_rejects_bad_params_with_exit_2_before_prefect(tmp_path, capsys):

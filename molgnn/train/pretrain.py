@@ -6,7 +6,7 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,8 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
              weight_decay: float = 0.0, grad_clip: float | None = 10.0, amp: str | None = None,
              check_every: int = 1, fused_optimizer: bool | None = None,
              max_seconds: float | None = None, cosine_lr: bool = False,
-             init_from: Mapping[str, Any] | None = None) -> PretrainResult:
+             init_from: Mapping[str, Any] | None = None,
+             elements: Sequence[int] | None = None) -> PretrainResult:
     """Pretrain a PaiNN encoder on unlabeled structures.
 
     ``pretrain_cfg.max_molecules`` keeps a seeded random subset. Per-epoch metrics are averaged over
@@ -67,8 +68,13 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
     ``"cosine-time"`` means ``cosine_lr=True``.
 
     ``init_from``: a pretraining checkpoint to continue from (its weights; a fresh optimizer), e.g. to
-    pretrain longer than one GPU command; the model config must match and its history is kept in front.
-    A checkpoint pretrained without the EHT head may be continued with it (the head starts fresh).
+    pretrain longer than one GPU command or to adapt a shipped encoder to a user's molecules; the model
+    config must match and its history is kept in front. A checkpoint pretrained without the EHT head may
+    be continued with it (the head starts fresh). The masked-type vocabulary is the checkpoint's plus
+    any element of this dataset it lacks (that element's classifier row starts fresh).
+
+    ``elements``: the masked-type vocabulary (default: this dataset's elements); a wider one lets a
+    checkpoint be continued on data with elements its pretraining set lacked, without new rows.
 
     ``pretrain_cfg.eht_weight > 0`` adds the EHT orbital objective: targets are the dataset's
     ``EHT_TARGETS`` columns when it has them (precomputed), else computed here on the CPU (with each
@@ -91,7 +97,8 @@ def pretrain(structures: pd.DataFrame | AtomisticDataset, model_cfg: ModelConfig
         if pretrain_cfg.max_molecules < 1:
             raise ValueError(f"pretrain.max_molecules must be positive, got {pretrain_cfg.max_molecules}")
         indices = np.sort(np.random.default_rng(seed).choice(n, pretrain_cfg.max_molecules, replace=False))
-    elements = torch.unique(dataset.z).tolist()
+    elements = sorted(set(torch.unique(dataset.z).tolist()) | set(elements or ())
+                      | set(init_from.get("element_vocab", ()) if init_from is not None else ()))
     eht_stats, eht_info = None, None
     if pretrain_cfg.eht_weight > 0:
         dataset, eht_info = with_eht_targets(dataset, indices, charges)
@@ -218,14 +225,24 @@ def with_eht_targets(dataset: AtomisticDataset, indices: np.ndarray, charges: np
 
 
 def _warm_start(model: PretrainingModel, ckpt: Mapping[str, Any]) -> list[dict[str, float]]:
-    """Load a pretraining checkpoint's weights into ``model``; returns its history."""
+    """Load a pretraining checkpoint's weights into ``model``; returns its history. ``model``'s element
+    vocabulary must contain the checkpoint's: the masked-type classifier's rows are copied per element."""
     if ckpt.get("kind") != "pretrain":
         raise CheckpointMismatchError(f"init_from must be a pretraining checkpoint, not {ckpt.get('kind')!r}")
-    if dict(ckpt["config"]["model"]) != model.model_cfg or list(ckpt["config"]["elements"]) != model.elements:
+    old_elements = list(ckpt["config"]["elements"])
+    if dict(ckpt["config"]["model"]) != model.model_cfg or not set(old_elements) <= set(model.elements):
         raise CheckpointMismatchError(
-            f"init_from was pretrained with {ckpt['config']['model']} on elements {ckpt['config']['elements']}; "
+            f"init_from was pretrained with {ckpt['config']['model']} on elements {old_elements}; "
             f"this run has {model.model_cfg} on {model.elements}")
-    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    state = dict(ckpt["state_dict"])
+    if old_elements != model.elements:   # the type head's last layer has one row per element: place them
+        rows = torch.tensor([model.elements.index(z) for z in old_elements])
+        for key, value in model.state_dict().items():
+            if key.startswith("type_head.") and key in state and state[key].shape != value.shape:
+                grown = value.detach().clone()
+                grown[rows] = state[key].to(grown.dtype)
+                state[key] = grown
+    missing, unexpected = model.load_state_dict(state, strict=False)
     # only the EHT head may be new (continuing a checkpoint pretrained without it); nothing may be left over
     if unexpected or any(not k.startswith("eht_head.") for k in missing):
         raise CheckpointMismatchError(f"init_from's weights do not fit: missing {missing}, unexpected {unexpected}")

@@ -116,6 +116,25 @@ def test_pretraining_continues_from_a_checkpoint_with_a_cosine_lr(data):
         pretrain(structures, cfg, PretrainConfig(epochs=1, batch_size=4), seed=0, cosine_lr=True)
 
 
+def test_continuing_on_data_with_a_new_element_grows_the_vocabulary(embed_structures):
+    cfg = ModelConfig(n_atom_basis=8, n_interactions=1, n_rbf=6, cutoff=4.0)
+    first = pretrain(embed_structures(("CCO", "CCN")), cfg, PretrainConfig(epochs=1, batch_size=2), seed=0).checkpoint
+    assert first["element_vocab"] == [1, 6, 7, 8]
+    # sulfur is new: its classifier row starts fresh, every other weight is the checkpoint's (lr ~ 0)
+    more = pretrain(embed_structures(("CCS", "CCO")), cfg, PretrainConfig(epochs=1, batch_size=2, lr=1e-30),
+                    seed=1, init_from=first).checkpoint
+    assert more["element_vocab"] == [1, 6, 7, 8, 16]
+    for k, v in first["state_dict"].items():
+        got = more["state_dict"][k]
+        if got.shape != v.shape:   # the type head's last layer: rows of the old elements are copied over
+            got = got[[0, 1, 2, 3]]
+        torch.testing.assert_close(got, v, msg=k)
+    # a wider vocabulary given up front keeps the checkpoint's shape on data with fewer elements
+    wide = pretrain(embed_structures(("CCO",)), cfg, PretrainConfig(epochs=1, batch_size=2), seed=0,
+                    elements=(1, 6, 7, 8, 16)).checkpoint
+    assert wide["element_vocab"] == [1, 6, 7, 8, 16]
+
+
 def test_pretraining_cosine_schedule_over_the_configured_epochs(data):
     from molgnn.config import ConfigError
 
