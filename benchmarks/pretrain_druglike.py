@@ -75,7 +75,7 @@ def main() -> None:
     val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
     model_cfg = ModelConfig()   # params.yaml's defaults
     cfg = PretrainConfig(epochs=100_000, batch_size=args.batch_size, lr=args.lr, lr_schedule="cosine-time",
-                         time_budget_s=args.seconds, eht_weight=1.0)
+                         time_budget_s=args.seconds, eht_weight=1.0, init_from=None)
     # the held-out molecules never reach pretrain()
     atoms, _, counts = gather_atoms(data.ptr, torch.as_tensor(train_idx))
     ptr = torch.zeros(len(train_idx) + 1, dtype=torch.long)
