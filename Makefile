@@ -16,9 +16,11 @@ run: install
 
 # lint-imports first: the layering of docs/ARCHITECTURE.md (contracts in pyproject.toml) must hold.
 test: install
+	./scripts/install_browser.sh
 	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -m "not gpu" -q
 
 test-all: install
+	./scripts/install_browser.sh
 	.venv/bin/lint-imports
 	.venv/bin/python -m pytest -q

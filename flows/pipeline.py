@@ -115,6 +115,29 @@ def screen_task(ctx: RunContext, candidates: Path, model_dir: Path, provenance: 
     return run_screen(ctx, candidates, model_dir, provenance)
 
 
+@task(name="register-models", cache_policy=NO_CACHE)
+def register_models_task(ctx: RunContext, results: dict[str, StageResult], molecules: Path, md5: str) -> dict[str, str]:
+    """Register this run's models in the MLflow Model Registry (a version per distinct training) and
+    log the input data as an MLflow Dataset on the pipeline and fine-tuning runs."""
+    from molgnn.tracking import registry
+
+    names = registry.model_names(ctx.params.tracking.experiment)
+    folders = {"ensemble-3d": "finetune", "screening": "fast_tier",
+               **{f"generator-{k}": f"generate-{k}" for k in ctx.params.generate.models}}
+    registered = {}
+    for kind, stage in folders.items():
+        if stage not in results:
+            continue
+        r = results[stage]
+        v = registry.register_folder(ctx.tracker, names[kind], r.out_dir, run_id=r.info["mlflow_run_id"],
+                                     stage_key=r.key, pipeline_run_id=ctx.parent_run_id)
+        registered[v.name] = v.version
+    registry.log_input_data(ctx.tracker, [ctx.parent_run_id, results["finetune"].info.get("mlflow_run_id", "")],
+                            molecules, md5, name=f"{ctx.params.tracking.experiment}-molecules",
+                            targets=list(ctx.params.finetune.targets))
+    return registered
+
+
 @task(name="report", cache_policy=NO_CACHE)
 def report_task(results: dict[str, StageResult], out_dir: Path, meta: dict) -> Path:
     from molgnn.report.run_report import write_report
@@ -195,9 +218,6 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
         for target, kind in results["finetune"].info.get("task_types", {}).items():
             logger.info("finetune: target %s is %s (%s)", target, kind,
                         results["finetune"].info.get("task_type_reasons", {}).get(target, ""))
-        for target, kind in results["finetune"].info.get("task_types", {}).items():
-            logger.info("finetune: target %s is %s (%s)", target, kind,
-                        results["finetune"].info.get("task_type_reasons", {}).get(target, ""))
 
         # the screening model: the 2D tier beside the 3D ensemble (molgnn screen's default folder)
         model_dir = Path(results["finetune"].out_dir)
@@ -224,12 +244,17 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
         logger.info("screen (%s): %s -> %s", results["screen"].info.get("tier"), results["screen"].metrics,
                     results["screen"].outputs["predictions"])
 
+        registered = register_models_task(ctx, results, molecules, md5)
+        for name, version in registered.items():
+            logger.info("model registry: %s version %s (alias %s)", name, version, "champion")
+
         # Last: the report of this run, in its own folder, naming this run's MLflow runs.
         report = report_task(results, run.path / REPORT_SUBDIR,
                              {"pipeline_run": parent.run_id, "run_dir": str(run.path), "data_md5": md5,
                               "params_hash": tags[mt.TAG_PARAMS_HASH],
                               "git_commit": tags[mt.TAG_GIT_COMMIT], "flow_run": tags[mt.TAG_FLOW_RUN],
-                              "rank_by": params.screen.rank_by, "seed": params.seed})
+                              "rank_by": params.screen.rank_by, "seed": params.seed,
+                              "registered_models": registered, "experiment_id": tracker.experiment_id})
         parent.log_artifact(report.parent, "report")
         logger.info("report: %s", report)
     except BaseException as exc:
@@ -242,6 +267,6 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
     parent.finish()
     run.finish(FINISHED)
     return {"run_id": run.run_id, "run_dir": str(run.path), "mlflow_run_id": parent.run_id, "data_md5": md5,
-            "report": str(report),
+            "report": str(report), "registered_models": registered,
             "stages": {name: {"cached": r.cached, "seconds": r.seconds, "metrics": r.metrics,
                               "outputs": r.outputs} for name, r in results.items()}}

@@ -24,16 +24,19 @@ def server_healthy(api_url: str) -> bool:
 
 
 def ensure_server(api_url: str = DEFAULT_API, timeout_s: float = 120.0,
-                  log_path: Path | None = None) -> subprocess.Popen | None:
-    """Start ``prefect server start`` unless one already answers at ``api_url``."""
+                  log_path: Path | None = None, detach: bool = False) -> subprocess.Popen | None:
+    """Start ``prefect server start`` unless one already answers at ``api_url``; ``detach``: in a
+    session of its own, so that it outlives this process (``molgnn ui``)."""
     if server_healthy(api_url):
         return None
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
     host_port = api_url.split("://", 1)[1].split("/", 1)[0]
     host, port = host_port.split(":")
+    # the UI is a static app that calls the API at PREFECT_UI_API_URL; left unset it assumes port 4200
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+           "PREFECT_UI_API_URL": f"http://{host}:{port}/api"}
     log = open(log_path or os.devnull, "ab")
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", host, "--port", port],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=detach)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if proc.poll() is not None:

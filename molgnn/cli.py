@@ -30,17 +30,64 @@ def _terminate_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _registered(value: str, params: str) -> str:
+    """A ``models:/NAME@ALIAS`` (or ``/VERSION``) argument as the local folder of that registered
+    version, downloaded from the tracking store ``params`` configures; any other value unchanged."""
+    from molgnn.tracking.registry import is_models_uri
+
+    if not is_models_uri(value):
+        return value
+    from molgnn.config import load_params
+    from molgnn.stages.run_folder import RUNS_DIR
+    from molgnn.tracking.mlflow_tracking import resolve_uri
+    from molgnn.tracking.registry import download_model
+
+    params_path = Path(params).resolve()
+    cfg = load_params(params_path).tracking
+    root = params_path.parent
+    return str(download_model(value, resolve_uri(cfg.mlflow_uri, root), root / RUNS_DIR / "registry"))
+
+
 def cmd_run(args) -> int:
     from molgnn.config import check_runnable, load_params
 
     # Every parameter, the device and the sources are checked before Prefect (or any stage) starts.
     params_path = Path(args.params).resolve()
     check_runnable(load_params(params_path, overrides=args.set), params_path.parent)
+    from flows.ui import prefect_api_for_run
+
+    api = None if os.environ.get("PREFECT_API_URL") else prefect_api_for_run(params_path.parent)
+    if api:      # `molgnn ui` runs a Prefect server for this folder: the flow run goes there, to stay
+        os.environ["PREFECT_API_URL"] = api
+        print(f"Prefect server of `molgnn ui`: {api}", file=sys.stderr)
     from flows.pipeline import pipeline
 
     _terminate_on_sigterm()
     summary = pipeline(params_path=str(params_path), overrides=args.set or None)
     print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_ui(args) -> int:
+    from flows import ui
+    from molgnn.config import load_params
+    from molgnn.tracking import mlflow_tracking as mt
+
+    params_path = Path(args.params).resolve()
+    root = params_path.parent
+    if args.stop:
+        stopped = ui.stop_ui(root)
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing (no servers started by molgnn ui here)"))
+        return 0
+    cfg = load_params(params_path).tracking
+    tracker = mt.Tracker.connect(cfg, root)     # the experiment exists (and opens in model-training view)
+    servers = ui.start_ui(root, mt.resolve_uri(cfg.mlflow_uri, root), args.prefect_port, args.mlflow_port)
+    newest = tracker.client.search_runs([tracker.experiment_id], f"tags.`{mt.TAG_STAGE}` = 'pipeline'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+    for label, url in ui.links(servers, tracker.experiment_id, newest[0].info.run_id if newest else None).items():
+        print(f"{label:22} {url}")
+    print(f"`molgnn run` in {root} now sends its flow runs to this Prefect server (recorded in runs/{ui.UI_FILE}); "
+          f"`molgnn ui --stop` stops what this command started.")
     return 0
 
 
@@ -78,7 +125,10 @@ def cmd_generate(args) -> int:
     from molgnn.generate.sampling import sample_smiles
     from molgnn.stages.generate import CHECKPOINT_FILE, write_samples
 
-    ckpt = Path(args.checkpoint or Path(args.run) / f"generate-{args.model}" / CHECKPOINT_FILE)
+    ckpt = Path(_registered(args.checkpoint, args.params) if args.checkpoint
+                else Path(args.run) / f"generate-{args.model}" / CHECKPOINT_FILE)
+    if ckpt.is_dir():    # a registered generator's folder
+        ckpt = ckpt / CHECKPOINT_FILE
     if not ckpt.exists():
         raise FileNotFoundError(f"no trained {args.model} generator at {ckpt}: run `molgnn run` first "
                                 f"or pass --checkpoint")
@@ -99,10 +149,11 @@ def cmd_screen(args) -> int:
     schnetpack_light.install()    # the 3D tier needs schnetpack's layers, not its 4-second package import
     from molgnn.screen.model_folder import load_screening_model, resolve_folder, screen_library
 
-    model = load_screening_model(args.models, calibration=args.calibration, model_2d=args.fast_tier)
+    models = _registered(args.models, args.params)
+    model = load_screening_model(models, calibration=args.calibration, model_2d=args.fast_tier)
     progress = not args.no_progress
     if progress:
-        print(f"model folder: {resolve_folder(args.models)}", file=sys.stderr)
+        print(f"model folder: {resolve_folder(models)}", file=sys.stderr)
     res = screen_library(model, args.inputs, Path(args.out), tier=args.tier, rank_by=args.rank_by,
                          descending=not args.ascending, top_k=args.top_k, uncertain_k=args.uncertain_k,
                          rank_out_of_domain_last=not args.no_rank_out_of_domain_last,
@@ -151,7 +202,8 @@ def cmd_explain(args) -> int:
     from molgnn.report.attribution import explain_to_folder
     from molgnn.train.checkpoints import load_checkpoint
 
-    models = sorted(Path(args.models).glob("member_*.pt")) if Path(args.models).is_dir() else [Path(args.models)]
+    folder = Path(_registered(args.models, args.params))
+    models = sorted(folder.glob("member_*.pt")) if folder.is_dir() else [folder]
     if not models or not models[0].is_file():
         raise FileNotFoundError(f"no fine-tuned models at {args.models}: run `molgnn run` first or pass --models")
     res = explain_to_folder(args.smiles, [load_checkpoint(m) for m in models], Path(args.out), target=args.target,
@@ -241,7 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample molecules from a trained generator")
     g.add_argument("--model", choices=["vae", "diffusion"], default="diffusion")
     g.add_argument("-n", type=int, default=100)
-    g.add_argument("--checkpoint", help="generator checkpoint (default: the run's generate-<model>/generator.pt)")
+    g.add_argument("--checkpoint", help="generator checkpoint, or a registered generator models:/NAME@ALIAS "
+                                        "(default: the run's generate-<model>/generator.pt)")
+    g.add_argument("--params", default="params.yaml", help="tracking store of models:/ URIs (default: %(default)s)")
     g.add_argument("--run", default="runs/latest", help="a run folder (default: the newest finished run)")
     g.add_argument("--out", default="generated.csv")
     g.add_argument("--seed", type=int, default=0)
@@ -253,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="ranked predictions CSV; rejects go to <out>.rejects.csv")
     s.add_argument("--models", default="runs/latest",
                    help="a run folder (default: the newest finished run's; its fast_tier folder when it has a 2D "
-                        "tier, else its finetune folder), a model folder of member_*.pt (+ model_2d.pt) or one "
-                        "checkpoint")
+                        "tier, else its finetune folder), a model folder of member_*.pt (+ model_2d.pt), one "
+                        "checkpoint, or a registered model: models:/NAME@champion, models:/NAME/VERSION")
+    s.add_argument("--params", default="params.yaml", help="tracking store of models:/ URIs (default: %(default)s)")
     s.add_argument("--tier", choices=["auto", "3d", "2d"], default="auto",
                    help="auto: the 2D tier over every molecule, the 3D ensemble on the --top-k best and "
                         "--uncertain-k most uncertain (the full 3D screen when the model has no 2D tier); "
@@ -286,12 +341,21 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("smiles", nargs="+")
     x.add_argument("--out", required=True, help="folder: attributions.csv + mol_<k>_<target>.png/.svg")
     x.add_argument("--models", default="runs/latest/finetune",
-                   help="a folder of member_*.pt or one checkpoint (default: the newest finished run's)")
+                   help="a folder of member_*.pt, one checkpoint or models:/NAME@ALIAS (default: the newest "
+                        "finished run's)")
+    x.add_argument("--params", default="params.yaml", help="tracking store of models:/ URIs (default: %(default)s)")
     x.add_argument("--target", help="target to draw (default: the model's first); the CSV has all")
     x.add_argument("--timeout", type=float, default=10.0, help="conformer time limit per molecule (s)")
     x.add_argument("--seed", type=int, default=0, help="conformer seed (the screen's default: same structure)")
     x.add_argument("--device", default="cpu")
     x.set_defaults(func=cmd_explain)
+
+    u = sub.add_parser("ui", help="start (or find) a persistent Prefect server and the MLflow UI; print links to the runs")
+    u.add_argument("--params", default="params.yaml", help="where the tracking store is configured")
+    u.add_argument("--prefect-port", type=int, default=4200)
+    u.add_argument("--mlflow-port", type=int, default=5000)
+    u.add_argument("--stop", action="store_true", help="stop the servers an earlier `molgnn ui` started here")
+    u.set_defaults(func=cmd_ui)
 
     c = sub.add_parser("schedule", help="serve the pipeline on a cron schedule from a Prefect server")
     c.add_argument("--cron", required=True, help='e.g. "0 2 * * *" (02:00 every day)')

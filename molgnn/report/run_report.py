@@ -23,6 +23,7 @@ from molgnn.chem.properties import QED, SA
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
 from molgnn.data.stage_store import StageResult, read_manifest
+from molgnn.report.html_report import write_html
 from molgnn.train import history_keys as H
 
 REPORT_FILE = "report.md"
@@ -132,6 +133,9 @@ def _header(b: _Builder) -> None:
         ["params hash", code(m.get("params_hash"))],
         ["git commit", code(m.get("git_commit"))],
         ["Prefect flow run", code(m.get("flow_run"))],
+        ["registered models (MLflow Model Registry)",
+         ", ".join(f"{code(f'models:/{n}/{v}')}" for n, v in (m.get("registered_models") or {}).items())
+         or "none"],
         ["report written", time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime())],
     ]))
     b.add("Every stage is a nested MLflow run under the pipeline run; its id is given in each section "
@@ -458,10 +462,11 @@ def _traceability(b: _Builder) -> None:
 
 def write_report(results: dict[str, StageResult], out_dir: str | Path, meta: dict[str, Any] | None = None,
                  top_k: int = 20) -> Path:
-    """Write ``out_dir/report.md`` with its images, the ranked table and ``results.json``.
+    """Write ``out_dir/report.md`` with its images, the ranked table and ``results.json``, and the same
+    as one self-contained page, ``report.html`` (``molgnn.report.html_report``).
 
     ``meta``: ``pipeline_run``, ``data_md5``, ``params_hash``, ``git_commit``, ``flow_run``, ``rank_by``,
-    ``seed`` (any may be missing). Returns the report's path. The folder is built beside ``out_dir``
+    ``seed``, ``registered_models``, ``experiment_id`` (any may be missing). Returns the report's path. The folder is built beside ``out_dir``
     and swapped in whole: an interrupted report leaves the previous one untouched.
     """
     out_dir = Path(out_dir)
@@ -484,6 +489,7 @@ def write_report(results: dict[str, StageResult], out_dir: str | Path, meta: dic
                                       indent=2, default=str))
         with atomic_path(staging / REPORT_FILE) as tmp:
             tmp.write_text("\n".join(b.lines))
+        write_html(staging, meta, "\n".join(b.lines), _read_csv(str(staging / CANDIDATES_FILE)))
         _swap_in(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

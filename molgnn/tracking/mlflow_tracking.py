@@ -34,6 +34,7 @@ TAG_FLOW_RUN = "molgnn.prefect_flow_run"
 TAG_STAGE = "molgnn.stage"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_RUN_DIR = "molgnn.run_dir"
+TAG_EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 
 
 @contextlib.contextmanager
@@ -67,6 +68,42 @@ def resolve_uri(uri: str, root: Path) -> str:
     return uri
 
 
+def _moved_checkout(location: str, artifacts: Path) -> bool:
+    """The experiment's artifact folder is gone and this folder's artifact root holds artifacts: the
+    checkout (store and artifacts together) was moved or copied here."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file") or location.rstrip("/") == artifacts.as_uri().rstrip("/"):
+        return False
+    old = Path(url2pathname(parsed.path))
+    return not old.exists() and artifacts.is_dir() and any(artifacts.iterdir())
+
+
+def _relocate_artifacts(uri: str, experiment_id: str, old: str, new: str) -> None:
+    """Point an experiment and its runs' (and logged models') artifact locations at ``new``.
+
+    MLflow stores them as absolute URIs and offers no call to change them, so this rewrites the
+    prefix in the sqlite store, in one transaction (other stores: not done, the caller refuses).
+    Model versions are ``runs:/`` URIs and follow their runs."""
+    import sqlite3
+    import warnings
+
+    prefix = "sqlite:///"
+    if not uri.startswith(prefix):
+        return
+    old, new = old.rstrip("/"), new.rstrip("/")
+    with contextlib.closing(sqlite3.connect(uri[len(prefix):])) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?", (new, experiment_id))
+        for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
+            db.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                       f"WHERE experiment_id = ? AND substr({column}, 1, ?) = ?",
+                       (new, len(old) + 1, experiment_id, len(old), old))
+    warnings.warn(f"MLflow experiment {experiment_id}: artifacts moved from {old} to {new} (checkout moved); "
+                  f"the store now points there", stacklevel=3)
+
+
 @dataclass
 class Tracker:
     """An MLflow experiment plus the tags every run of one pipeline invocation carries."""
@@ -89,6 +126,9 @@ class Tracker:
                 artifacts.mkdir(parents=True, exist_ok=True)
                 client.create_experiment(cfg.experiment, artifact_location=artifacts.as_uri())
                 exp = client.get_experiment_by_name(cfg.experiment)
+            if _moved_checkout(exp.artifact_location, artifacts):
+                _relocate_artifacts(uri, exp.experiment_id, exp.artifact_location, artifacts.as_uri())
+                exp = client.get_experiment(exp.experiment_id)
         # MLflow keeps artifacts per experiment: a second folder sharing the store under the same
         # experiment name would silently write into the first folder's artifact root.
         if exp.artifact_location.rstrip("/") != artifacts.as_uri().rstrip("/"):
@@ -96,6 +136,9 @@ class Tracker:
                 f"tracking.experiment {cfg.experiment!r} in {uri} keeps its artifacts at {exp.artifact_location}, "
                 f"but tracking.artifact_root is {artifacts}: give this folder its own experiment name "
                 f"(tracking.experiment) or the same artifact_root")
+        if exp.tags.get(TAG_EXPERIMENT_KIND) != MODEL_TRAINING:
+            # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces), hiding the runs
+            client.set_experiment_tag(exp.experiment_id, TAG_EXPERIMENT_KIND, MODEL_TRAINING)
         return cls(client=client, experiment_id=exp.experiment_id, tags=dict(tags or {}))
 
     def start(self, name: str, parent_run_id: str | None = None, params: dict[str, Any] | None = None,

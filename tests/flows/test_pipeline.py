@@ -163,6 +163,59 @@ def test_tracking_nests_stages_and_tags_provenance(pipeline_run):
     assert is_clean(root), "dvc status is clean after a run"
 
 
+def test_models_are_registered_once_per_training_and_the_data_is_an_mlflow_dataset(pipeline_run):
+    from molgnn.config import load_params
+    from molgnn.tracking import mlflow_tracking as mt
+    from molgnn.tracking.registry import CHAMPION, model_names
+
+    root, first, second = pipeline_run
+    params = load_params(root / "params.yaml")
+    tracker = mt.Tracker.connect(params.tracking, root)
+    names = model_names(params.tracking.experiment)
+    assert set(first["registered_models"]) == set(names.values())
+    # the rerun recomputed nothing, so it registered nothing new: the same versions
+    assert second["registered_models"] == first["registered_models"]
+    for name, version in first["registered_models"].items():
+        assert [str(v.version) for v in tracker.client.search_model_versions(f"name = '{name}'")] == [version]
+        assert str(tracker.client.get_model_version_by_alias(name, CHAMPION).version) == version
+    screening = tracker.client.get_model_version(names["screening"], first["registered_models"][names["screening"]])
+    files = {a.path.split("/")[-1] for a in tracker.client.list_artifacts(screening.run_id, "model_package")}
+    assert {"member_0.pt", "model_2d.pt", "calibration.json", "applicability_domain.json"} <= files
+    assert "stage.json" not in files
+    finetune = tracker.client.search_runs([tracker.experiment_id], f"tags.`{mt.TAG_PARENT}` = "
+                                          f"'{first['mlflow_run_id']}' and tags.`{mt.TAG_STAGE}` = 'finetune'")
+    assert len(finetune) == 1
+    for run_id in (first["mlflow_run_id"], finetune[0].info.run_id):
+        inputs = tracker.client.get_run(run_id).inputs.dataset_inputs
+        assert [d.dataset.digest for d in inputs] == [first["data_md5"]]
+    report = (Path(first["run_dir"]) / "report/report.md").read_text()
+    assert f"models:/{names['screening']}/" in report
+    # the HTML report beside it: one file, figures inlined, the pipeline run a link into the MLflow UI
+    page = (Path(first["run_dir"]) / "report/report.html").read_text()
+    assert 'src="images/' not in page and "data:image/png;base64," in page
+    assert f"/#/experiments/{tracker.experiment_id}/runs/{first['mlflow_run_id']}" in page
+    assert "id=candidates" in page or "No candidate was ranked" in page
+
+
+def test_cli_loads_registered_models(pipeline_run, tmp_path):
+    root, first, _ = pipeline_run
+    lib = tmp_path / "library.csv"
+    lib.write_text("smiles\nCCO\nc1ccccc1O\nCC(=O)N\n")
+    proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "run.csv"))
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "reg.csv"),
+                   "--models", "models:/molgnn-screening@champion")
+    assert proc.returncode == 0, proc.stderr
+    from_run, from_registry = pd.read_csv(tmp_path / "run.csv"), pd.read_csv(tmp_path / "reg.csv")
+    pd.testing.assert_frame_equal(from_run, from_registry)
+    proc = run_cli(root, "generate", "--checkpoint", "models:/molgnn-generator-vae/1", "-n", "3",
+                   "--out", str(tmp_path / "gen.csv"))
+    assert proc.returncode == 0, proc.stderr
+    assert len(pd.read_csv(tmp_path / "gen.csv")) == 3
+    proc = run_cli(root, "screen", str(lib), "--out", str(tmp_path / "x.csv"), "--models", "models:/nope@champion")
+    assert proc.returncode == 2 and "molgnn-screening" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "molgnn.cli", *args], cwd=root, capture_output=True,
                           text=True, timeout=600)

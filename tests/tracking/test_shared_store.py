@@ -48,3 +48,34 @@ def test_dangling_runs_of_dead_processes_are_closed(tmp_path):
     assert tracker.close_dangling() == [dead]
     assert tracker.client.get_run(dead).info.status == "KILLED"
     assert tracker.client.get_run(mine.run_id).info.status == "RUNNING"
+
+
+def test_moving_the_checkout_moves_the_artifact_locations(tmp_path):
+    """Store and artifacts travel together (a moved or copied checkout): the next connection points
+    the experiment and its runs at the new folder, and registered models load from there."""
+    import shutil
+
+    from molgnn.tracking import registry
+    from molgnn.tracking.mlflow_tracking import resolve_uri
+
+    old = tmp_path / "old"
+    old.mkdir()
+    params = from_dict({"tracking": {"experiment": "molgnn"}})   # the default store, inside the checkout
+    tracker = Tracker.connect(params.tracking, old)
+    run = tracker.start("finetune")
+    (old / "model").mkdir()
+    (old / "model" / "member_0.pt").write_bytes(b"weights")
+    registry.register_folder(tracker, "molgnn-screening", old / "model", run_id=run.run_id, stage_key="k")
+    run.finish()
+    new = tmp_path / "new"
+    shutil.move(old, new)
+
+    with pytest.warns(UserWarning, match="checkout moved"):
+        moved = Tracker.connect(params.tracking, new)
+    assert moved.client.get_experiment(moved.experiment_id).artifact_location == (new / "mlruns/artifacts").as_uri()
+    assert moved.client.get_run(run.run_id).info.artifact_uri.startswith((new / "mlruns/artifacts").as_uri() + "/")
+    folder = registry.download_model("models:/molgnn-screening@champion",
+                                     resolve_uri(params.tracking.mlflow_uri, new), tmp_path / "cache")
+    assert (folder / "member_0.pt").read_bytes() == b"weights"
+    again = Tracker.connect(params.tracking, new)           # nothing left to move: no warning, same place
+    assert again.experiment_id == moved.experiment_id
