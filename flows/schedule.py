@@ -1,4 +1,5 @@
-"""Serve the pipeline on a cron schedule from a real Prefect server.
+"""Serve the pipeline and the screening flow on a cron schedule (in a stated time zone) from a real
+Prefect server, each flow its own deployment with its own parameters.
 
 Scheduling needs a real server (the ephemeral one never runs scheduled work): when
 ``PREFECT_API_URL`` is unset, a local ``prefect server start`` is launched and used.
@@ -57,18 +58,63 @@ def validate_cron(cron: str) -> None:
         raise ValueError(f"not a valid cron expression: {cron!r}") from exc
 
 
-def serve_pipeline(cron: str, params_path: str, name: str = "molgnn-scheduled") -> None:
-    """Register the deployment and run scheduled flow runs until interrupted."""
-    validate_cron(cron)
-    api_url = os.environ.setdefault("PREFECT_API_URL", DEFAULT_API)
-    server = ensure_server(api_url, log_path=Path(params_path).resolve().parent / "prefect-server.log")
-    from flows.pipeline import pipeline  # after PREFECT_API_URL is set
+FLOWS = ("pipeline", "screen")
 
-    ui = api_url.removesuffix("/api")
-    print(f"Serving deployment 'molgnn-pipeline/{name}' on cron {cron!r}. Prefect UI: {ui}")
+
+def validate_timezone(tz: str) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
-        pipeline.serve(name=name, cron=cron, parameters={"params_path": str(Path(params_path).resolve())},
-                       pause_on_shutdown=False)
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"not an IANA time zone: {tz!r} (e.g. UTC, Europe/Berlin, America/New_York)") from None
+
+
+def build_deployments(cron: str, params_path: str, name: str = "molgnn-scheduled", flows: tuple[str, ...] = ("pipeline",),
+                      library: str | None = None, models: str = "runs/latest", timezone: str = "UTC") -> list:
+    """One deployment per flow, each on ``cron`` in ``timezone`` with its own parameters: the pipeline
+    rereads ``params_path`` at every run, the screen flow rereads ``library``."""
+    validate_cron(cron)
+    validate_timezone(timezone)
+    unknown = set(flows) - set(FLOWS)
+    if unknown:
+        raise ValueError(f"unknown flow(s) {sorted(unknown)}: choose from {list(FLOWS)}")
+    if "screen" in flows and not library:
+        raise ValueError("the screen flow needs --library (a file path, read afresh at every run)")
+    from prefect.schedules import Cron
+
+    params_path = str(Path(params_path).resolve())
+    deployments = []
+    if "pipeline" in flows:
+        from flows.pipeline import pipeline
+
+        deployments.append(pipeline.to_deployment(name=name, schedules=[Cron(cron, timezone=timezone)],
+                                                  parameters={"params_path": params_path}))
+    if "screen" in flows:
+        from flows.screening import screen_flow
+
+        deployments.append(screen_flow.to_deployment(
+            name=f"{name}-screen", schedules=[Cron(cron, timezone=timezone)],
+            parameters={"library": str(Path(library).resolve()), "params_path": params_path, "models": models}))
+    return deployments
+
+
+def serve_flows(cron: str, params_path: str, name: str = "molgnn-scheduled", flows: tuple[str, ...] = ("pipeline",),
+                library: str | None = None, models: str = "runs/latest", timezone: str = "UTC") -> None:
+    """Register the deployments and run their scheduled flow runs until interrupted."""
+    api_url = os.environ.setdefault("PREFECT_API_URL", DEFAULT_API)
+    validate_timezone(timezone)
+    server = ensure_server(api_url, log_path=Path(params_path).resolve().parent / "prefect-server.log")
+    from prefect import serve
+
+    deployments = build_deployments(cron, params_path, name, flows, library, models, timezone)
+    ui = api_url.removesuffix("/api")
+    for d in deployments:
+        print(f"Serving deployment '{d.flow_name}/{d.name}' on cron {cron!r} ({timezone}) "
+              f"with parameters {d.parameters}")
+    print(f"Prefect UI: {ui}/deployments")
+    try:
+        serve(*deployments, print_starting_message=False)
     finally:
         if server is not None:
             server.terminate()

@@ -220,17 +220,58 @@ def cmd_schedule(args) -> int:
     # A bad params file is refused now, not at the first scheduled run (each run rereads it).
     params_path = Path(args.params).resolve()
     check_runnable(load_params(params_path), params_path.parent)
-    from flows.schedule import serve_pipeline
+    from flows.schedule import DEFAULT_API, build_deployments, serve_flows
+    from flows.ui import prefect_api_for_run
 
-    serve_pipeline(args.cron, str(params_path), name=args.name)
+    # before Prefect is imported: its settings read the API address once
+    os.environ.setdefault("PREFECT_API_URL", prefect_api_for_run(params_path.parent) or DEFAULT_API)
+    flows = tuple(args.flow or ["pipeline"])
+    build_deployments(args.cron, str(params_path), args.name, flows, args.library, args.models,
+                      args.timezone)   # every argument checked before a server starts
+    serve_flows(args.cron, str(params_path), name=args.name, flows=flows, library=args.library,
+                models=args.models, timezone=args.timezone)
     return 0
 
 
 def cmd_compare(args) -> int:
+    if args.runs:
+        return _compare_run_folders(args)
     from molgnn.tracking.compare import compare_runs
 
     print(compare_runs(Path(args.params), stage=args.stage, filter_string=args.filter, last=args.last,
                        metrics=_split(args.metrics), params=_split(args.show_params)))
+    return 0
+
+
+def _compare_run_folders(args) -> int:
+    import dataclasses
+
+    import pandas as pd
+
+    from molgnn.config import load_params
+    from molgnn.report.run_comparison import RunInput, compare_run_folders, metrics_table
+    from molgnn.report.run_report import results_from_run
+    from molgnn.stages.run_folder import RunFolder, resolve_run
+    from molgnn.tracking.mlflow_tracking import Tracker
+
+    params_path = Path(args.params).resolve()
+    root = params_path.parent
+    runs = []
+    for ref in args.runs:
+        folder = resolve_run(root, None if ref == "latest" else ref)
+        loaded = RunFolder.load(folder)
+        runs.append(RunInput(label=folder.name, folder=folder, record=dataclasses.asdict(loaded.record) if loaded else {}))
+    if len({r.folder for r in runs}) < 2:
+        raise ValueError("compare --runs needs two or more different run folders (`molgnn runs` lists them)")
+    tracker = Tracker.connect(load_params(params_path).tracking, root)
+    out = compare_run_folders(runs, Path(args.out), top=args.top, meta={"experiment_id": tracker.experiment_id})
+    table = metrics_table(runs, [results_from_run(r.folder) for r in runs])
+    metrics = _split(args.metrics)
+    if metrics:
+        table = table.loc[[i for i in table.index if any(m in i for m in metrics)]]
+    with pd.option_context("display.max_rows", 500, "display.width", 200):
+        print(table.to_string())
+    print(f"side by side (parameters, metrics per task, predicted-property shift, top molecules): {out}")
     return 0
 
 
@@ -357,19 +398,28 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--stop", action="store_true", help="stop the servers an earlier `molgnn ui` started here")
     u.set_defaults(func=cmd_ui)
 
-    c = sub.add_parser("schedule", help="serve the pipeline on a cron schedule from a Prefect server")
+    c = sub.add_parser("schedule", help="serve the pipeline and/or the screening flow on a cron schedule from a Prefect server")
     c.add_argument("--cron", required=True, help='e.g. "0 2 * * *" (02:00 every day)')
     c.add_argument("--params", default="params.yaml")
     c.add_argument("--name", default="molgnn-scheduled")
+    c.add_argument("--flow", action="append", choices=["pipeline", "screen"],
+                   help="flows to serve, each its own deployment (repeat; default: pipeline)")
+    c.add_argument("--library", help="screen flow: the library file, read afresh at every run")
+    c.add_argument("--models", default="runs/latest", help="screen flow: model folder (default: the newest run's)")
+    c.add_argument("--timezone", default="UTC", help="IANA time zone of the cron schedule (default: %(default)s)")
     c.set_defaults(func=cmd_schedule)
 
-    m = sub.add_parser("compare", help="print tracked runs side by side")
+    m = sub.add_parser("compare", help="tracked runs side by side (--runs: pipeline runs as an HTML page)")
     m.add_argument("--params", default="params.yaml", help="where the tracking store is configured")
     m.add_argument("--stage", default="finetune", help="stage runs to compare (pipeline, ingest, finetune, ...)")
     m.add_argument("--filter", help="MLflow filter, e.g. \"params.`finetune.init` = 'scratch'\"")
     m.add_argument("--metrics", help="comma-separated metric names (default: all)")
     m.add_argument("--show-params", help="comma-separated param names (default: those that differ)")
     m.add_argument("--last", type=int, default=5)
+    m.add_argument("--runs", nargs="+", metavar="RUN",
+                   help="pipeline run folders or ids (or latest) to put side by side in an HTML page instead")
+    m.add_argument("--out", default="runs/compare", help="--runs: folder for compare.html / compare.md")
+    m.add_argument("--top", type=int, default=12, help="--runs: top candidates drawn per run")
     m.set_defaults(func=cmd_compare)
 
     rp = sub.add_parser("report", help="rewrite a run's report (runs/<run id>/report/report.md) from its outputs")

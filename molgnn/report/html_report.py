@@ -158,20 +158,21 @@ def candidates_table(preds: pd.DataFrame, limit: int = MAX_DRAWN) -> str:
             f'<table id=candidates><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
 
 
-def write_html(folder: str | Path, meta: dict[str, Any], markdown: str, candidates: pd.DataFrame | None) -> Path:
-    """Write ``folder/report.html`` from the report's Markdown (images relative to ``folder``)."""
+def write_html(folder: str | Path, meta: dict[str, Any], markdown: str, candidates: pd.DataFrame | None,
+               name: str = HTML_FILE, title: str = "molgnn run report") -> Path:
+    """Write ``folder/name`` from a report's Markdown (images relative to ``folder``)."""
     from markdown_it import MarkdownIt
 
     folder = Path(folder)
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     body = _link_runs(_inline_images(body, folder), meta)
     table = candidates_table(candidates) if candidates is not None and len(candidates) else ""
-    title = f"molgnn run report {html.escape(str(meta.get('pipeline_run') or ''))}".strip()
+    title = html.escape(f"{title} {meta.get('pipeline_run') or ''}".strip())
     page = (f'<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>'
             f'<meta name=viewport content="width=device-width, initial-scale=1">'
             f"<style>{_STYLE}</style></head><body>"
             + (('<p><a href="#candidates-table">Ranked candidates (interactive table)</a></p>') if table else "")
             + body + table + f"<script>{_SCRIPT}</script></body></html>")
-    path = folder / HTML_FILE
+    path = folder / name
     path.write_text(page, encoding="utf-8")
     return path

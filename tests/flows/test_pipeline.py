@@ -216,6 +216,38 @@ def test_cli_loads_registered_models(pipeline_run, tmp_path):
     assert proc.returncode == 2 and "molgnn-screening" in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_screening_flow_reads_the_library_afresh_and_is_tracked(pipeline_run, tmp_path):
+    from flows.screening import screen_flow
+    from molgnn.config import load_params
+    from molgnn.tracking import mlflow_tracking as mt
+
+    root, _, _ = pipeline_run
+    lib = tmp_path / "vendor.csv"
+    lib.write_text("smiles\nCCO\nc1ccccc1O\n")
+    first = screen_flow(library=str(lib), params_path=str(root / "params.yaml"))
+    lib.write_text("smiles\nCCO\nc1ccccc1O\nCC(=O)N\nnot_a_smiles\n")   # the vendor drop, replaced in place
+    second = screen_flow(library=str(lib), params_path=str(root / "params.yaml"))
+    assert (first["n_input_rows"], second["n_input_rows"]) == (2, 4)
+    assert second["n_ranked"] + second["n_rejected"] == 4 and first["library_md5"] != second["library_md5"]
+    assert len(pd.read_csv(Path(second["out_dir"]) / "ranked.csv")) == second["n_ranked"]
+    tracker = mt.Tracker.connect(load_params(root / "params.yaml").tracking, root)
+    run = tracker.client.get_run(second["mlflow_run_id"])
+    assert run.data.tags["molgnn.library_md5"] == second["library_md5"] and run.info.status == "FINISHED"
+    assert run.data.metrics["n_ranked"] == second["n_ranked"]
+
+
+def test_cli_compares_two_pipeline_runs(pipeline_run, tmp_path):
+    root, first, second = pipeline_run
+    out = tmp_path / "cmp"
+    proc = run_cli(root, "compare", "--runs", first["run_id"], second["run_id"], "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "finetune: test_mae_gap" in proc.stdout and first["run_id"] in proc.stdout
+    page = (out / "compare.html").read_text()
+    assert first["run_id"] in page and second["run_id"] in page and "Top 12 candidates" in page
+    proc = run_cli(root, "compare", "--runs", first["run_id"], first["run_id"])
+    assert proc.returncode == 2 and "two or more" in proc.stderr
+
+
 def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "molgnn.cli", *args], cwd=root, capture_output=True,
                           text=True, timeout=600)

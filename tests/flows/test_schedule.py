@@ -97,3 +97,21 @@ def test_schedule_refuses_bad_params_before_serving(tmp_path, tiny_params):
     assert res.returncode == 2, res.stderr[-2000:]
     assert "generate.guidance.enabled" in res.stderr
     assert "Serving" not in res.stdout
+
+
+def test_each_flow_is_its_own_deployment_on_the_stated_time_zone(tmp_path, tiny_params):
+    from flows.schedule import build_deployments
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
+    (tmp_path / "library.csv").write_text("smiles\nCCO\n")
+    deps = build_deployments("0 2 * * *", str(tmp_path / "params.yaml"), "nightly", ("pipeline", "screen"),
+                             library=str(tmp_path / "library.csv"), timezone="Europe/Berlin")
+    assert [(d.flow_name, d.name) for d in deps] == [("molgnn-pipeline", "nightly"), ("molgnn-screen", "nightly-screen")]
+    for d in deps:
+        assert d.schedules[0].schedule.cron == "0 2 * * *" and d.schedules[0].schedule.timezone == "Europe/Berlin"
+    assert deps[0].parameters == {"params_path": str(tmp_path / "params.yaml")}
+    assert deps[1].parameters["library"] == str(tmp_path / "library.csv")
+    with pytest.raises(ValueError, match="IANA"):
+        build_deployments("0 2 * * *", str(tmp_path / "params.yaml"), timezone="Mars/Olympus")
+    with pytest.raises(ValueError, match="--library"):
+        build_deployments("0 2 * * *", str(tmp_path / "params.yaml"), flows=("screen",))
