@@ -150,6 +150,8 @@ def cmd_screen(args) -> int:
     from molgnn.screen.model_folder import load_screening_model, resolve_folder, screen_library
 
     models = _registered(args.models, args.params)
+    if args.dask or args.dask_address:
+        return _screen_on_dask(args, models, start)
     model = load_screening_model(models, calibration=args.calibration, model_2d=args.fast_tier)
     progress = not args.no_progress
     if progress:
@@ -172,6 +174,40 @@ def cmd_screen(args) -> int:
     _print_screen_notes(model, res, args)
     print(f"{res.n_input_rows} input rows: {res.n_ranked} ranked by {rank_by} -> {res.predictions_path}, "
           f"{res.n_rejected} rejected -> {res.rejects_path} ({time.perf_counter() - start:.1f} s)")
+    return 0
+
+
+def _screen_on_dask(args, models: str, start: float) -> int:
+    """``molgnn screen --dask``: the chunked, resumable screen as a Prefect flow on Dask."""
+    import time
+
+    from molgnn.config import ScreenConfig, load_params
+    from molgnn.screen.model_folder import resolve_folder
+
+    if args.tier != "auto" or args.calibration != "auto" or args.fast_tier:
+        raise ValueError("--dask runs the default two-tier screen of a model folder: drop --tier, --calibration "
+                         "and --fast-tier")
+    cfg = load_params(args.params).screen if Path(args.params).is_file() else ScreenConfig()
+    address = args.dask_address or cfg.dask_address
+    folder = resolve_folder(models)
+    out = Path(args.out)
+    work_dir = Path(args.work_dir) if args.work_dir else out.parent / f"{out.name}.work"
+    workers = args.workers or os.cpu_count() or 1
+    print(f"model folder: {folder}; chunks and their scores in {work_dir} (a rerun resumes there); Dask: "
+          f"{address or f'LocalCluster of {workers} processes'}", file=sys.stderr)
+    from flows.distributed_screen import distributed_screen
+
+    summary = distributed_screen(list(args.inputs), str(folder), str(out), str(work_dir), workers=workers,
+                                 address=address, chunk_rows=args.chunk_rows or cfg.chunk_rows,
+                                 smiles_column=args.smiles_column, progress=not args.no_progress,
+                                 top_k=args.top_k, uncertain_k=args.uncertain_k, rank_by=args.rank_by,
+                                 descending=not args.ascending, seed=args.seed, timeout_s=args.timeout,
+                                 device=args.device,
+                                 rank_out_of_domain_last=not args.no_rank_out_of_domain_last)
+    print(f"{summary['n_input_rows']} input rows in {summary['n_chunks']} chunks "
+          f"({summary['n_chunks_scored_now']} scored now): {summary['n_ranked']} ranked -> {summary['predictions']}, "
+          f"{summary['n_rejected']} rejected -> {summary['rejects']}; 3D re-check of {summary['n_3d']} "
+          f"({time.perf_counter() - start:.1f} s)")
     return 0
 
 
@@ -374,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu")
     s.add_argument("--no-progress", action="store_true",
                    help="no progress bars (default: bars on a terminal, a line every 10 s otherwise, on stderr)")
+    s.add_argument("--dask", action="store_true",
+                   help="screen in chunks as Prefect tasks on Dask (big libraries: bounded memory, resumable); "
+                        "a LocalCluster of --workers processes unless --dask-address or screen.dask_address")
+    s.add_argument("--dask-address", help="an existing Dask scheduler, e.g. tcp://10.0.0.5:8786 (implies --dask)")
+    s.add_argument("--work-dir", help="--dask: chunks and their scores (default: <out>.work/)")
+    s.add_argument("--chunk-rows", type=int, help="--dask: input rows per chunk (default: screen.chunk_rows)")
     s.add_argument("--fast-tier", metavar="MODEL_2D",
                    help="a 2D model checkpoint to use instead of the model folder's model_2d.pt")
     s.set_defaults(func=cmd_screen)

@@ -414,6 +414,8 @@ class ScreenConfig:
     tier: Literal["auto", "3d", "2d"] = "auto"   # auto: two-tier when the model has a 2D tier, else 3D
     top_k: NonNegInt = 50                  # two-tier: the best 2D molecules re-predicted by the 3D ensemble
     uncertain_k: NonNegInt = 50            # two-tier: and the most uncertain (2D spread) others
+    dask_address: Str | None = None        # `molgnn screen --dask`: an existing Dask scheduler; None: a LocalCluster
+    chunk_rows: PosInt = 20_000            # `molgnn screen --dask`: input rows per chunk (one Prefect task each)
 
 
 @_section

@@ -379,10 +379,8 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
     whose 3D code then loads while the 2D tier's workers run.
     """
     from molgnn.models.graph2d_model import models_from_checkpoint
-    from molgnn.screen.screening import rejects_path_for
 
     t0 = time.perf_counter()
-    out = Path(out)
     models = models_from_checkpoint(model_2d)
     targets = list(models[0].cfg.targets)
     rank_by = rank_by or targets[0]
@@ -396,6 +394,39 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
                                        max_heavy_atoms=max_heavy_atoms, workers=workers, progress=progress,
                                        meanwhile=meanwhile)
     t1 = time.perf_counter()
+    res = finish_two_tier(table, rejects, n_rows, out, checkpoints_3d, targets, top_k=top_k,
+                          uncertain_k=uncertain_k, rank_by=rank_by, descending=descending,
+                          max_heavy_atoms=max_heavy_atoms, workers=workers, seed=seed, timeout_s=timeout_s,
+                          max_iterations=max_iterations, device=device, domain=domain,
+                          rank_out_of_domain_last=rank_out_of_domain_last, std_scale=std_scale,
+                          conformal=conformal, std_scale_2d=std_scale_2d, conformal_2d=conformal_2d,
+                          platt=platt, platt_2d=platt_2d, extra_columns=extra_columns, progress=progress)
+    res.seconds["tier_2d"] = t1 - t0
+    return res
+
+
+def finish_two_tier(table: pd.DataFrame, rejects: pd.DataFrame, n_rows: int, out: str | Path, checkpoints_3d,
+                    targets: Sequence[str], *, top_k: int = 50, uncertain_k: int = 50, rank_by: str | None = None,
+                    descending: bool = True, max_heavy_atoms: int = 50, workers: int | None = None, seed: int = 0,
+                    timeout_s: float = 10.0, max_iterations: int = 200, device: str = "cpu", domain=None,
+                    rank_out_of_domain_last: bool = True, std_scale: dict | None = None,
+                    conformal: dict | None = None, std_scale_2d: dict | None = None,
+                    conformal_2d: dict | None = None, platt: dict | None = None, platt_2d: dict | None = None,
+                    extra_columns: pd.DataFrame | None = None, progress: bool = False) -> TwoTierResult:
+    """What follows the 2D pass (the table and rejects of :func:`screen_2d`, from one process or from
+    chunks): intervals, the 3D re-check of the selected molecules, ranking, writing. Arguments as
+    :func:`screen_two_tier`'s."""
+    from molgnn.screen.screening import rejects_path_for
+
+    t1 = time.perf_counter()
+    out = Path(out)
+    targets = list(targets)
+    rank_by = rank_by or targets[0]
+    if rank_by not in targets:
+        raise ValueError(f"cannot rank by {rank_by!r}: the 2D model predicts {targets}")
+    if top_k < 0 or uncertain_k < 0:
+        raise ValueError("top_k and uncertain_k must be >= 0")
+    use_3d = bool(getattr(checkpoints_3d, "member_paths", checkpoints_3d)) and (top_k > 0 or uncertain_k > 0)
     domain_first = domain is not None and rank_out_of_domain_last
     table.insert(0, schema.MOL_ID, "")
     table["tier"] = TIER_2D
@@ -437,7 +468,7 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
         rejects.to_csv(tmp_rej, index=False)
     t3 = time.perf_counter()
     return TwoTierResult(out, rp, n_rows, len(table), len(rejects), n_3d, n_failed,
-                         {"tier_2d": t1 - t0, "tier_3d": t2 - t1, "rank_and_write": t3 - t2})
+                         {"tier_3d": t2 - t1, "rank_and_write": t3 - t2})
 
 
 def _calibrated_probabilities(table: pd.DataFrame, targets: list[str], platt: dict, platt_2d: dict) -> None:

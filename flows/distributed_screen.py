@@ -1,0 +1,78 @@
+"""Screening a big library on Dask: ``molgnn screen LIBRARY --dask`` (or ``--dask-address``).
+
+The library is streamed into chunk files (bounded memory), each chunk is a Prefect task scored by the
+2D tier on a Dask worker (prefect-dask's ``DaskTaskRunner``: a ``LocalCluster`` of ``workers``
+processes, or an existing cluster by address), and the merge ranks them, re-checks the best and the
+most uncertain with the 3D ensemble, and writes the same table the one-process screen writes. The work
+folder keeps the chunks and their scores: a rerun after ``kill -9`` redoes only unscored chunks.
+
+On a cluster of many machines, start ``dask scheduler`` on one and ``dask worker tcp://SCHEDULER:8786``
+(with this package installed) on the others, put the work folder on storage they all mount, and pass
+``--dask-address tcp://SCHEDULER:8786``: chunks are scored wherever a worker is free.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+
+@task(name="score-chunk", cache_policy=NO_CACHE, retries=1)
+def score_chunk_task(chunk: str, model_folder: str, max_heavy_atoms: int) -> str:
+    from molgnn.screen.chunked import score_chunk
+
+    return str(score_chunk(chunk, model_folder, max_heavy_atoms))
+
+
+def _runner(workers: int, address: str | None):
+    from prefect_dask import DaskTaskRunner
+
+    if address:
+        return DaskTaskRunner(address=address)
+    # one single-threaded process per worker: RDKit and the GIL-bound featurizer scale by processes
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True,
+                                          "dashboard_address": None})
+
+
+def distributed_screen(library: list[str], model_folder: str, out: str, work_dir: str, *, workers: int = 2,
+                       address: str | None = None, chunk_rows: int = 20_000, smiles_column: str | None = None,
+                       max_heavy_atoms: int = 50, progress: bool = True, **two_tier: Any) -> dict[str, Any]:
+    """Run the chunked screen as a Prefect flow on Dask; returns its summary."""
+    flow_fn = _screen_flow.with_options(task_runner=_runner(workers, address))
+    return flow_fn(library, model_folder, out, work_dir, chunk_rows, smiles_column, max_heavy_atoms, progress,
+                   two_tier)
+
+
+@flow(name="molgnn-screen-distributed", log_prints=True)
+def _screen_flow(library: list[str], model_folder: str, out: str, work_dir: str, chunk_rows: int,
+                 smiles_column: str | None, max_heavy_atoms: int, progress: bool,
+                 two_tier: dict[str, Any]) -> dict[str, Any]:
+    from prefect.futures import as_completed
+
+    from molgnn.screen.chunked import merge_scored, scored_path, split_library
+    from molgnn.screen.progress import Progress
+
+    logger = get_run_logger()
+    t0 = time.perf_counter()
+    chunks = split_library(library, work_dir, chunk_rows, smiles_column)
+    todo = [c for c in chunks.paths if not scored_path(c).is_file()]
+    logger.info("%d input rows in %d chunks under %s; %d already scored, %d to score",
+                chunks.n_rows, len(chunks.paths), work_dir, len(chunks.paths) - len(todo), len(todo))
+    t1 = time.perf_counter()
+    futures = [score_chunk_task.submit(str(c), model_folder, max_heavy_atoms) for c in todo]
+    with Progress("2D tier over chunks (Dask)", len(todo), enabled=progress, unit="chunk") as bar:
+        for k, fut in enumerate(as_completed(futures), start=1):
+            fut.result()
+            bar.update(1)
+            if k % max(1, len(todo) // 20) == 0 or k == len(todo):
+                logger.info("scored %d / %d chunks", k, len(todo))
+    t2 = time.perf_counter()
+    res = merge_scored(chunks, model_folder, out, **two_tier)
+    t3 = time.perf_counter()
+    return {"n_input_rows": res.n_input_rows, "n_ranked": res.n_ranked, "n_rejected": res.n_rejected,
+            "n_3d": res.n_3d, "n_chunks": len(chunks.paths), "n_chunks_scored_now": len(todo),
+            "predictions": str(res.predictions_path), "rejects": str(res.rejects_path),
+            "seconds": {"split": t1 - t0, "score": t2 - t1, "merge_and_3d": t3 - t2}}
