@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,6 +29,7 @@ import psutil
 
 from common import REPO, RESULTS, load_average, merge_records, provenance, record
 
+SUMMARY = re.compile(r"^(\d+) input rows in (\d+) chunks \((\d+) scored now\)")   # the CLI's last line
 MOSES_TRAIN = REPO.parent / "shared" / "datasets" / "moses" / "train.csv.gz"
 
 
@@ -116,9 +118,12 @@ def main() -> int:
         if rc:
             print(text[-4000:])
             raise SystemExit(f"molgnn screen --dask exited {rc}")
-        line = next(l for l in text.splitlines() if "input rows in" in l)
-        print(line)
-        n_in = int(line.split()[0])
+        summary = [m for m in map(SUMMARY.match, text.splitlines()) if m]
+        if not summary:
+            print(text[-4000:])
+            raise SystemExit("no summary line in the command's output")
+        print(summary[-1].group(0))
+        n_in = int(summary[-1].group(1))
         ranked = pd.read_csv(out, usecols=["rank"]).shape[0]
         rejected = pd.read_csv(Path(str(out).removesuffix(".csv") + ".rejects.csv"), usecols=["row"]).shape[0]
         assert n_in == args.n == ranked + rejected, (n_in, ranked, rejected)
