@@ -2,7 +2,8 @@
 
 The library is streamed into chunk files (bounded memory), each chunk is a Prefect task scored by the
 2D tier on a Dask worker (prefect-dask's ``DaskTaskRunner``: a ``LocalCluster`` of ``workers``
-processes, or an existing cluster by address), and the merge ranks them, re-checks the best and the
+processes, or an existing cluster by address); once that flow and its cluster are done, a second
+flow merges the chunks, ranks them, re-checks the best and the
 most uncertain with the 3D ensemble, and writes the same table the one-process screen writes. The work
 folder keeps the chunks and their scores: a rerun after ``kill -9`` redoes only unscored chunks.
 
@@ -40,19 +41,19 @@ def _runner(workers: int, address: str | None):
 def distributed_screen(library: list[str], model_folder: str, out: str, work_dir: str, *, workers: int = 2,
                        address: str | None = None, chunk_rows: int = 20_000, smiles_column: str | None = None,
                        max_heavy_atoms: int = 50, progress: bool = True, **two_tier: Any) -> dict[str, Any]:
-    """Run the chunked screen as a Prefect flow on Dask; returns its summary."""
-    flow_fn = _screen_flow.with_options(task_runner=_runner(workers, address))
-    return flow_fn(library, model_folder, out, work_dir, chunk_rows, smiles_column, max_heavy_atoms, progress,
-                   two_tier)
+    """Score the chunks as a Prefect flow on Dask, then merge them in a second flow once the cluster
+    is gone (its workers' memory is free by then); returns the summary."""
+    flow_fn = _score_flow.with_options(task_runner=_runner(workers, address))
+    scored = flow_fn(library, model_folder, work_dir, chunk_rows, smiles_column, max_heavy_atoms, progress)
+    return _merge_flow(library, model_folder, out, work_dir, chunk_rows, smiles_column, two_tier, scored)
 
 
 @flow(name="molgnn-screen-distributed", log_prints=True)
-def _screen_flow(library: list[str], model_folder: str, out: str, work_dir: str, chunk_rows: int,
-                 smiles_column: str | None, max_heavy_atoms: int, progress: bool,
-                 two_tier: dict[str, Any]) -> dict[str, Any]:
+def _score_flow(library: list[str], model_folder: str, work_dir: str, chunk_rows: int, smiles_column: str | None,
+                max_heavy_atoms: int, progress: bool) -> dict[str, Any]:
     from prefect.futures import as_completed
 
-    from molgnn.screen.chunked import merge_scored, scored_path, split_library
+    from molgnn.screen.chunked import scored_path, split_library
     from molgnn.screen.progress import Progress
 
     logger = get_run_logger()
@@ -70,9 +71,21 @@ def _screen_flow(library: list[str], model_folder: str, out: str, work_dir: str,
             if k % max(1, len(todo) // 20) == 0 or k == len(todo):
                 logger.info("scored %d / %d chunks", k, len(todo))
     t2 = time.perf_counter()
+    return {"n_chunks": len(chunks.paths), "n_chunks_scored_now": len(todo),
+            "seconds": {"split": t1 - t0, "score": t2 - t1}}
+
+
+@flow(name="molgnn-screen-merge", log_prints=True)
+def _merge_flow(library: list[str], model_folder: str, out: str, work_dir: str, chunk_rows: int,
+                smiles_column: str | None, two_tier: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+    from molgnn.screen.chunked import merge_scored, split_library
+
+    t0 = time.perf_counter()
+    chunks = split_library(library, work_dir, chunk_rows, smiles_column)   # the listing the score flow wrote
     res = merge_scored(chunks, model_folder, out, **two_tier)
-    t3 = time.perf_counter()
+    get_run_logger().info("merged %d chunks: %d ranked, %d rejected, %d re-checked in 3D", len(chunks.paths),
+                          res.n_ranked, res.n_rejected, res.n_3d)
     return {"n_input_rows": res.n_input_rows, "n_ranked": res.n_ranked, "n_rejected": res.n_rejected,
-            "n_3d": res.n_3d, "n_chunks": len(chunks.paths), "n_chunks_scored_now": len(todo),
+            "n_3d": res.n_3d, "n_chunks": scored["n_chunks"], "n_chunks_scored_now": scored["n_chunks_scored_now"],
             "predictions": str(res.predictions_path), "rejects": str(res.rejects_path),
-            "seconds": {"split": t1 - t0, "score": t2 - t1, "merge_and_3d": t3 - t2}}
+            "seconds": {**scored["seconds"], "merge_and_3d": time.perf_counter() - t0}}

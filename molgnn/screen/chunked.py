@@ -38,14 +38,17 @@ class ChunkList:
 
 
 def _inputs_md5(inputs: Sequence[str]) -> str:
+    """Of the files' contents (however their paths are spelled); of the name for a source or URL."""
     h = hashlib.md5()
     for s in inputs:
-        h.update(s.encode())
         p = Path(s)
         if p.is_file():
             with open(p, "rb") as fh:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
+        else:
+            h.update(s.encode())
+        h.update(b"\0")
     return h.hexdigest()
 
 
