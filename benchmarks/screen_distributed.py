@@ -6,8 +6,10 @@
 The first N rows of MOSES train (`../shared/datasets/moses/train.csv.gz`) are written as a CSV and
 screened by the real command (`molgnn screen LIB --out OUT --dask --workers W`, default model folder
 `runs/latest`, i.e. `make run`'s fast tier: the 2D tier over every row, the 3D ensemble on the 50
-best and 50 most uncertain). Peak memory is the largest sum of resident memory over the command's
-whole process tree (the flow, the Dask nanny and worker processes), sampled every 0.5 s.
+best and 50 most uncertain). Peak memory is the largest sum over the command's whole process tree (the flow, Prefect's
+temporary server, the Dask nanny and worker processes), sampled every 0.5 s, of resident memory
+(RSS: shared library pages counted once per process) and of proportional memory (PSS: shared pages
+split between the processes sharing them, so the sum is what the tree uses).
 `--kill-after S` first kills the command's process group with SIGKILL after S seconds, then reruns
 it on the same work folder and records how many chunks the rerun had left to score.
 Records: `benchmarks/results/screen_distributed.json`.
@@ -42,29 +44,32 @@ def library(n: int, folder: Path) -> Path:
 
 
 class TreeMemory(threading.Thread):
-    """Peak of the summed RSS of a process and all its descendants."""
+    """Peaks of the summed RSS and the summed PSS of a process and all its descendants. RSS counts the
+    pages the processes share (torch, RDKit) once per process; PSS splits them between the processes
+    sharing them, so its sum is the memory the tree uses."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.proc, self.peak, self.stop = psutil.Process(pid), 0, threading.Event()
+        self.proc, self.peak, self.peak_pss, self.stop = psutil.Process(pid), 0, 0, threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
             try:
                 procs = [self.proc, *self.proc.children(recursive=True)]
-                total = 0
+                rss = pss = 0
                 for p in procs:
                     try:
-                        total += p.memory_info().rss
+                        m = p.memory_full_info()
+                        rss, pss = rss + m.rss, pss + m.pss
                     except psutil.Error:
                         pass
-                self.peak = max(self.peak, total)
+                self.peak, self.peak_pss = max(self.peak, rss), max(self.peak_pss, pss)
             except psutil.Error:
                 pass
             time.sleep(0.5)
 
 
-def run(argv: list[str], kill_after: float | None = None) -> tuple[int, float, float, str]:
+def run(argv: list[str], kill_after: float | None = None) -> tuple[int, float, tuple[float, float], str]:
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     start = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -81,7 +86,7 @@ def run(argv: list[str], kill_after: float | None = None) -> tuple[int, float, f
         out, _ = proc.communicate()
     mem.stop.set()
     mem.join()
-    return proc.returncode, time.perf_counter() - start, mem.peak / 2**30, out
+    return proc.returncode, time.perf_counter() - start, (mem.peak / 2**30, mem.peak_pss / 2**30), out
 
 
 def main() -> int:
@@ -132,10 +137,12 @@ def main() -> int:
                  f"all, 3D on 50 + 50); {ranked:,} ranked + {rejected:,} rejected = {n_in:,} input rows. {note}")
         for metric, value, unit, hib in (("wall-clock", seconds, "s", False),
                                          ("molecules/s", args.n / seconds, "molecules/s", True),
-                                         ("peak memory (process tree)", peak, "GiB", False)):
+                                         ("peak memory (process tree, RSS sum)", peak[0], "GiB", False),
+                                         ("peak memory (process tree, PSS sum)", peak[1], "GiB", False)):
             records.append(record("screen-distributed", f"molgnn {w} workers", metric, round(value, 3), unit, hib,
                                   context=prov, dataset=f"MOSES train {args.n:,}", setup=setup))
-        print(f"{w} workers: {seconds:.0f} s, {args.n / seconds:.0f} molecules/s, peak {peak:.2f} GiB (tree)")
+        print(f"{w} workers: {seconds:.0f} s, {args.n / seconds:.0f} molecules/s, peak {peak[0]:.2f} GiB RSS sum, "
+              f"{peak[1]:.2f} GiB PSS sum (tree)")
     merge_records(Path(args.out), records, key=("dataset", "system", "metric"))
     return 0
 
