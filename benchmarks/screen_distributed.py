@@ -93,7 +93,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--workers", type=int, nargs="+", default=[2])
-    ap.add_argument("--chunk-rows", type=int, default=20_000)
+    ap.add_argument("--chunk-rows", type=int, default=5_000)
     ap.add_argument("--models", default="runs/latest")
     ap.add_argument("--kill-after", type=float, help="kill -9 the first attempt after this many seconds, then resume")
     ap.add_argument("--work", default=str(REPO / ".bench" / "screen_distributed"))

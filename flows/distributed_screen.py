@@ -39,7 +39,7 @@ def _runner(workers: int, address: str | None):
 
 
 def distributed_screen(library: list[str], model_folder: str, out: str, work_dir: str, *, workers: int = 2,
-                       address: str | None = None, chunk_rows: int = 20_000, smiles_column: str | None = None,
+                       address: str | None = None, chunk_rows: int = 5_000, smiles_column: str | None = None,
                        max_heavy_atoms: int = 50, progress: bool = True, **two_tier: Any) -> dict[str, Any]:
     """Score the chunks as a Prefect flow on Dask, then merge them in a second flow once the cluster
     is gone (its workers' memory is free by then); returns the summary."""

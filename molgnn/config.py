@@ -415,7 +415,7 @@ class ScreenConfig:
     top_k: NonNegInt = 50                  # two-tier: the best 2D molecules re-predicted by the 3D ensemble
     uncertain_k: NonNegInt = 50            # two-tier: and the most uncertain (2D spread) others
     dask_address: Str | None = None        # `molgnn screen --dask`: an existing Dask scheduler; None: a LocalCluster
-    chunk_rows: PosInt = 20_000            # `molgnn screen --dask`: input rows per chunk (one Prefect task each)
+    chunk_rows: PosInt = 5_000             # `molgnn screen --dask`: input rows per chunk (one Prefect task each)
 
 
 @_section

@@ -52,7 +52,7 @@ def _inputs_md5(inputs: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def split_library(inputs: Sequence[str], work_dir: str | Path, chunk_rows: int = 20_000,
+def split_library(inputs: Sequence[str], work_dir: str | Path, chunk_rows: int = 5_000,
                   smiles_column: str | None = None) -> ChunkList:
     """Stream ``inputs`` into chunk files under ``work_dir/chunks`` (reused when already split)."""
     from molgnn.data.sources import checked_inputs, open_source
