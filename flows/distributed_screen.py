@@ -45,7 +45,7 @@ def distributed_screen(library: list[str], model_folder: str, out: str, work_dir
     is gone (its workers' memory is free by then); returns the summary."""
     flow_fn = _score_flow.with_options(task_runner=_runner(workers, address))
     scored = flow_fn(library, model_folder, work_dir, chunk_rows, smiles_column, max_heavy_atoms, progress)
-    return _merge_flow(library, model_folder, out, work_dir, chunk_rows, smiles_column, two_tier, scored)
+    return _merge_flow(model_folder, out, two_tier, scored)
 
 
 @flow(name="molgnn-screen-distributed", log_prints=True)
@@ -71,21 +71,20 @@ def _score_flow(library: list[str], model_folder: str, work_dir: str, chunk_rows
             if k % max(1, len(todo) // 20) == 0 or k == len(todo):
                 logger.info("scored %d / %d chunks", k, len(todo))
     t2 = time.perf_counter()
-    return {"n_chunks": len(chunks.paths), "n_chunks_scored_now": len(todo),
-            "seconds": {"split": t1 - t0, "score": t2 - t1}}
+    return {"chunks": [str(c) for c in chunks.paths], "n_rows": chunks.n_rows, "inputs_digest": chunks.inputs_digest,
+            "n_chunks_scored_now": len(todo), "seconds": {"split": t1 - t0, "score": t2 - t1}}
 
 
 @flow(name="molgnn-screen-merge", log_prints=True)
-def _merge_flow(library: list[str], model_folder: str, out: str, work_dir: str, chunk_rows: int,
-                smiles_column: str | None, two_tier: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
-    from molgnn.screen.chunked import merge_scored, split_library
+def _merge_flow(model_folder: str, out: str, two_tier: dict[str, Any], scored: dict[str, Any]) -> dict[str, Any]:
+    from molgnn.screen.chunked import ChunkList, merge_scored
 
     t0 = time.perf_counter()
-    chunks = split_library(library, work_dir, chunk_rows, smiles_column)   # the listing the score flow wrote
+    chunks = ChunkList([Path(c) for c in scored["chunks"]], scored["n_rows"], scored["inputs_digest"])
     res = merge_scored(chunks, model_folder, out, **two_tier)
     get_run_logger().info("merged %d chunks: %d ranked, %d rejected, %d re-checked in 3D", len(chunks.paths),
                           res.n_ranked, res.n_rejected, res.n_3d)
     return {"n_input_rows": res.n_input_rows, "n_ranked": res.n_ranked, "n_rejected": res.n_rejected,
-            "n_3d": res.n_3d, "n_chunks": scored["n_chunks"], "n_chunks_scored_now": scored["n_chunks_scored_now"],
+            "n_3d": res.n_3d, "n_chunks": len(chunks.paths), "n_chunks_scored_now": scored["n_chunks_scored_now"],
             "predictions": str(res.predictions_path), "rejects": str(res.rejects_path),
             "seconds": {**scored["seconds"], "merge_and_3d": time.perf_counter() - t0}}

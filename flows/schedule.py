@@ -17,6 +17,7 @@ DEFAULT_API = "http://127.0.0.1:4200/api"
 
 
 def server_healthy(api_url: str) -> bool:
+    """``GET {api_url}/health`` answers 200 (a Prefect API, or the MLflow UI's address)."""
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
             return resp.status == 200

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,14 +39,6 @@ def _record(root: Path) -> Path:
     return root / RUNS_DIR / UI_FILE
 
 
-def _mlflow_healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
-
-
 def _start_mlflow(url: str, store_uri: str, log: Path, timeout_s: float = 90.0) -> int:
     port = url.rsplit(":", 1)[1]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true"}
@@ -59,7 +50,7 @@ def _start_mlflow(url: str, store_uri: str, log: Path, timeout_s: float = 90.0) 
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"mlflow ui exited with code {proc.returncode}; see {log}")
-        if _mlflow_healthy(url):
+        if server_healthy(url):
             return proc.pid
         time.sleep(1)
     proc.terminate()
@@ -73,7 +64,7 @@ def start_ui(root: Path, store_uri: str, prefect_port: int = 4200, mlflow_port: 
     servers = UiServers(f"http://{HOST}:{prefect_port}", f"http://{HOST}:{mlflow_port}")
     proc = ensure_server(servers.prefect_api, log_path=record.parent / "prefect-server.log", detach=True)
     servers.prefect_pid = proc.pid if proc is not None else 0
-    if not _mlflow_healthy(servers.mlflow_url):
+    if not server_healthy(servers.mlflow_url):
         servers.mlflow_pid = _start_mlflow(servers.mlflow_url, store_uri, record.parent / "mlflow-ui.log")
     previous = find_ui(root)   # keep the pids of servers an earlier `molgnn ui` started
     if previous is not None:

@@ -3,7 +3,7 @@ the library side of ``flows/distributed_screen.py``.
 
 1. :func:`split_library` streams the inputs into chunk files of ``chunk_rows`` input rows
    (``chunks/chunk_NNNNN.parquet``: source, row, raw, mol block, read error), never holding the library
-   in memory; the list is written last (``chunks/chunks.json``, keyed by the inputs' md5), so a rerun
+   in memory; the list is written last (``chunks/chunks.json``, keyed by the inputs' contents), so a rerun
    on the same inputs reuses it.
 2. :func:`score_chunk` puts one chunk through the 2D tier (standardize, featurize, 2D ensemble,
    applicability domain) into ``scored/chunk_NNNNN.parquet``, published by rename: a rerun after a
@@ -14,7 +14,6 @@ the library side of ``flows/distributed_screen.py``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from molgnn.data import schema
-from molgnn.data.artifacts import atomic_path
+from molgnn.data.artifacts import atomic_path, content_hash, file_sha256
 
 CHUNKS, SCORED, LIST_FILE = "chunks", "scored", "chunks.json"
 _INPUT_COLUMNS = [schema.SOURCE, schema.ROW, schema.RAW, "mol_block", "error"]
@@ -34,22 +33,12 @@ _INPUT_COLUMNS = [schema.SOURCE, schema.ROW, schema.RAW, "mol_block", "error"]
 class ChunkList:
     paths: list[Path]
     n_rows: int
-    inputs_md5: str
+    inputs_digest: str
 
 
-def _inputs_md5(inputs: Sequence[str]) -> str:
+def _inputs_digest(inputs: Sequence[str]) -> str:
     """Of the files' contents (however their paths are spelled); of the name for a source or URL."""
-    h = hashlib.md5()
-    for s in inputs:
-        p = Path(s)
-        if p.is_file():
-            with open(p, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-        else:
-            h.update(s.encode())
-        h.update(b"\0")
-    return h.hexdigest()
+    return content_hash(*(file_sha256(s) if Path(s).is_file() else s for s in inputs))
 
 
 def split_library(inputs: Sequence[str], work_dir: str | Path, chunk_rows: int = 5_000,
@@ -62,12 +51,12 @@ def split_library(inputs: Sequence[str], work_dir: str | Path, chunk_rows: int =
     inputs = checked_inputs(inputs, "screening")
     folder = Path(work_dir) / CHUNKS
     folder.mkdir(parents=True, exist_ok=True)
-    md5 = _inputs_md5(inputs)
+    digest = _inputs_digest(inputs)
     listing = folder / LIST_FILE
     if listing.is_file():
         done = json.loads(listing.read_text())
-        if done["inputs_md5"] == md5 and done["chunk_rows"] == chunk_rows:
-            return ChunkList([folder / p for p in done["chunks"]], done["n_rows"], md5)
+        if done["inputs_digest"] == digest and done["chunk_rows"] == chunk_rows:
+            return ChunkList([folder / p for p in done["chunks"]], done["n_rows"], digest)
         raise ValueError(f"{folder} holds chunks of other inputs (or another chunk size): "
                          f"use a new work folder for this library")
     paths: list[Path] = []
@@ -90,9 +79,9 @@ def split_library(inputs: Sequence[str], work_dir: str | Path, chunk_rows: int =
     if buf or not paths:
         flush()
     with atomic_path(listing) as tmp:
-        tmp.write_text(json.dumps({"inputs": list(inputs), "inputs_md5": md5, "chunk_rows": chunk_rows,
+        tmp.write_text(json.dumps({"inputs": list(inputs), "inputs_digest": digest, "chunk_rows": chunk_rows,
                                    "n_rows": n, "chunks": [p.name for p in paths]}, indent=1))
-    return ChunkList(paths, n, md5)
+    return ChunkList(paths, n, digest)
 
 
 # One screening model per process: a worker scores many chunks with the models it loaded once.

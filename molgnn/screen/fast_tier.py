@@ -354,6 +354,16 @@ def _interval_columns(table: pd.DataFrame, targets: Sequence[str], std_scale: di
     return [c for c in table.columns if c not in before]
 
 
+def _checked_ranking(targets: Sequence[str], rank_by: str | None, top_k: int, uncertain_k: int) -> str:
+    """The target to rank by (default: the first), after checking it and the 3D selection sizes."""
+    rank_by = rank_by or targets[0]
+    if rank_by not in targets:
+        raise ValueError(f"cannot rank by {rank_by!r}: the 2D model predicts {list(targets)}")
+    if top_k < 0 or uncertain_k < 0:
+        raise ValueError("top_k and uncertain_k must be >= 0")
+    return rank_by
+
+
 def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
                     model_2d: dict, *, top_k: int = 50, uncertain_k: int = 50, rank_by: str | None = None,
                     descending: bool = True, smiles_column: str | None = None, max_heavy_atoms: int = 50,
@@ -383,11 +393,7 @@ def screen_two_tier(inputs: Sequence[str], out: str | Path, checkpoints_3d,
     t0 = time.perf_counter()
     models = models_from_checkpoint(model_2d)
     targets = list(models[0].cfg.targets)
-    rank_by = rank_by or targets[0]
-    if rank_by not in targets:
-        raise ValueError(f"cannot rank by {rank_by!r}: the 2D model predicts {targets}")
-    if top_k < 0 or uncertain_k < 0:
-        raise ValueError("top_k and uncertain_k must be >= 0")
+    rank_by = _checked_ranking(targets, rank_by, top_k, uncertain_k)
     use_3d = bool(getattr(checkpoints_3d, "member_paths", checkpoints_3d)) and (top_k > 0 or uncertain_k > 0)
     meanwhile = getattr(checkpoints_3d, "load_3d_code", None) if use_3d else None
     table, rejects, n_rows = screen_2d(inputs, models, domain=domain, smiles_column=smiles_column,
@@ -421,11 +427,7 @@ def finish_two_tier(table: pd.DataFrame, rejects: pd.DataFrame, n_rows: int, out
     t1 = time.perf_counter()
     out = Path(out)
     targets = list(targets)
-    rank_by = rank_by or targets[0]
-    if rank_by not in targets:
-        raise ValueError(f"cannot rank by {rank_by!r}: the 2D model predicts {targets}")
-    if top_k < 0 or uncertain_k < 0:
-        raise ValueError("top_k and uncertain_k must be >= 0")
+    rank_by = _checked_ranking(targets, rank_by, top_k, uncertain_k)
     use_3d = bool(getattr(checkpoints_3d, "member_paths", checkpoints_3d)) and (top_k > 0 or uncertain_k > 0)
     domain_first = domain is not None and rank_out_of_domain_last
     table.insert(0, schema.MOL_ID, "")

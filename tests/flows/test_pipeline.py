@@ -228,11 +228,11 @@ def test_screening_flow_reads_the_library_afresh_and_is_tracked(pipeline_run, tm
     lib.write_text("smiles\nCCO\nc1ccccc1O\nCC(=O)N\nnot_a_smiles\n")   # the vendor drop, replaced in place
     second = screen_flow(library=str(lib), params_path=str(root / "params.yaml"))
     assert (first["n_input_rows"], second["n_input_rows"]) == (2, 4)
-    assert second["n_ranked"] + second["n_rejected"] == 4 and first["library_md5"] != second["library_md5"]
+    assert second["n_ranked"] + second["n_rejected"] == 4 and first["library_sha256"] != second["library_sha256"]
     assert len(pd.read_csv(Path(second["out_dir"]) / "ranked.csv")) == second["n_ranked"]
     tracker = mt.Tracker.connect(load_params(root / "params.yaml").tracking, root)
     run = tracker.client.get_run(second["mlflow_run_id"])
-    assert run.data.tags["molgnn.library_md5"] == second["library_md5"] and run.info.status == "FINISHED"
+    assert run.data.tags["molgnn.library_sha256"] == second["library_sha256"] and run.info.status == "FINISHED"
     assert run.data.metrics["n_ranked"] == second["n_ranked"]
 
 
