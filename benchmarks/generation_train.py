@@ -16,7 +16,12 @@ later): the learning curve. --stop-at (a Unix time) ends training early enough t
 
 Writes to --out: samples.tsv (one draw a line: SMILES as drawn, SMILES after keeping the largest
 fragment; empty = invalid), history.json (loss per epoch and learning curve with its SMILES),
-run.json (settings, timings, sampling speed, machine), generator.pt (when under 15 MB).
+run.json (settings, timings, sampling speed, machine), generator/ (the trained generator as a
+half-precision shard folder, every file under 16 MB, verified by SHA-256 on loading: what ships or is
+fine-tuned later) and, with --export-state, state/ (the training state the same way, bfloat16, to
+resume in another session: molgnn.generate.checkpoints.import_training_state). With several
+--sample-steps, the final sampling is repeated at each number of reverse diffusion steps
+(samples_steps<S>.tsv; samples.tsv is the first).
 """
 from __future__ import annotations
 
@@ -38,7 +43,7 @@ import torch
 
 from common import REPO, command_line, git_commit, machine
 from molgnn.featurize.dense_graph import GraphEncodingError, GraphVocab, atom_token, decode, encode, prepare_molecule
-from molgnn.generate.checkpoints import save_generator
+from molgnn.generate.checkpoints import export_training_state, save_generator
 from molgnn.generate.training import bf16_autocast_hooks, build_generator, train_generator_on_graphs
 
 # Settings per (dataset, kind), chosen for ~4-5 minutes of one H100/H200 (see benchmarks/README.md).
@@ -223,15 +228,17 @@ def sync(device: torch.device) -> None:
 
 
 def sample_graphs_timed(model, n: int, batch: int, seed: int, device: torch.device,
-                        max_seconds: float | None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Up to ``n`` graphs in batches, stopping early past ``max_seconds``; returns X, E (CPU), seconds."""
+                        max_seconds: float | None, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Up to ``n`` graphs in batches, stopping early past ``max_seconds``; returns X, E (CPU), seconds.
+    ``steps``: reverse diffusion steps (None: the model's timesteps; the VAE ignores it)."""
     gen = torch.Generator(device=device).manual_seed(seed)
     xs, es = [], []
     sync(device)
     t0 = time.perf_counter()
     done = 0
     while done < n:
-        x, e = model.sample(min(batch, n - done), generator=gen, device=device)
+        extra = {"steps": steps} if steps is not None and hasattr(model, "timesteps") else {}
+        x, e = model.sample(min(batch, n - done), generator=gen, device=device, **extra)
         xs.append(x.to("cpu", torch.uint8))
         es.append(e.to("cpu", torch.uint8))
         done += x.shape[0]
@@ -298,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-at", type=float, default=None,
                     help="Unix time by which everything must be written (training stops early to allow sampling)")
     ap.add_argument("--checkpoint-every", type=float, default=60.0)
+    ap.add_argument("--sample-steps", type=int, nargs="+", default=None,
+                    help="reverse diffusion steps of the final sampling (several: one sampling each, "
+                         "--n-samples each, the --sample-seconds cap shared); default: the model's timesteps")
+    ap.add_argument("--export-state", action="store_true",
+                    help="also write the training state as bfloat16 shards (out/state) to resume elsewhere")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="tiny models (CPU smoke test of the whole script)")
     ap.add_argument("--commit", default=None, help="code version to record (default: MOLGNN_COMMIT, else git HEAD)")
@@ -392,19 +404,37 @@ def main(argv: list[str] | None = None) -> int:
     del x_all, e_all
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    ckpt = save_generator(trained, args.out / "generator.pt")
-    if ckpt.stat().st_size > 15e6:   # too big to come back from the GPU machine; the state file has it
-        ckpt.unlink()
+    save_generator(trained, args.out / "generator", half=True, shards=True)   # files < 16 MB: it comes back
+    if args.export_state:
+        export_training_state(args.state, args.out / "state", half=True)
 
-    # ---- final sample
-    cap = args.sample_seconds
-    if args.stop_at:
-        cap = max(10.0, min(cap, args.stop_at - time.time() - 30))
+    # ---- final sample (at each --sample-steps; the first is the main one)
     model = trained.model.to(device).eval()
-    xs, es, gpu_s = sample_graphs_timed(model, args.n_samples, preset["sample_batch"], args.seed + 1, device, cap)
-    t1 = time.perf_counter()
-    rows = decode_all(xs, es, vocab, pool)
-    dec_s = time.perf_counter() - t1
+    steps_list = args.sample_steps or [None]
+    sweep = []
+    for k, steps in enumerate(steps_list):
+        cap = args.sample_seconds / len(steps_list)
+        if args.stop_at:
+            cap = max(10.0, min(cap, (args.stop_at - time.time() - 30) / (len(steps_list) - k)))
+        xs, es, gpu_s = sample_graphs_timed(model, args.n_samples, preset["sample_batch"], args.seed + 1, device, cap,
+                                            steps=steps)
+        t1 = time.perf_counter()
+        rows = decode_all(xs, es, vocab, pool)
+        dec_s = time.perf_counter() - t1
+        n = len(rows)
+        point = {"steps": steps or getattr(model, "timesteps", None), "n_samples": n, "sample_gpu_seconds": gpu_s,
+                 "decode_seconds": dec_s, "graphs_per_second_gpu": n / gpu_s,
+                 "molecules_per_second": n / (gpu_s + dec_s), **summarize(rows)}
+        sweep.append(point)
+        log(f"sampled {n} at {point['steps']} steps: GPU {gpu_s:.1f} s ({n / gpu_s:.0f} graphs/s), decode {dec_s:.1f} s "
+            f"on {args.workers} processes -> {point['molecules_per_second']:.0f} molecules/s; {summarize(rows)}")
+        name = "samples.tsv" if k == 0 else f"samples_steps{point['steps']}.tsv"
+        with open(args.out / name, "w") as fh:
+            fh.write("smiles\tcorrected\n")
+            fh.writelines(f"{a}\t{b}\n" for a, b, _ in rows)
+        if k == 0:
+            main_rows, main_xs, main_es, main_gpu_s, main_dec_s = rows, xs, es, gpu_s, dec_s
+    rows, xs, es, gpu_s, dec_s = main_rows, main_xs, main_es, main_gpu_s, main_dec_s
     t1 = time.perf_counter()
     serial = min(len(rows), 2000)   # single-process decode rate, the figure a one-core user would see
     decode_all(xs[:serial], es[:serial], vocab, None)
@@ -415,12 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     info.update(n_samples=n, sample_gpu_seconds=gpu_s, decode_seconds=dec_s, decode_workers=args.workers,
                 graphs_per_second_gpu=n / gpu_s, molecules_per_second=n / (gpu_s + dec_s),
                 molecules_per_second_1core_decode=n / (gpu_s + serial_s * n / max(serial, 1)),
-                sample_batch=preset["sample_batch"], **{f"final_{k}": v for k, v in summarize(rows).items()})
-    log(f"sampled {n}: GPU {gpu_s:.1f} s ({n / gpu_s:.0f} graphs/s), decode {dec_s:.1f} s on {args.workers} "
-        f"processes -> {info['molecules_per_second']:.0f} molecules/s; {summarize(rows)}")
-    with open(args.out / "samples.tsv", "w") as fh:
-        fh.write("smiles\tcorrected\n")
-        fh.writelines(f"{a}\t{b}\n" for a, b, _ in rows)
+                sample_batch=preset["sample_batch"], sample_steps=sweep[0]["steps"], steps_sweep=sweep,
+                **{f"final_{k}": v for k, v in summarize(rows).items()})
     reasons = Counter(r[2].split(":")[0] for r in rows if not r[0])
     info["invalid_reasons"] = dict(reasons.most_common(8))
     with open(args.out / "history.json", "w") as fh:

@@ -7,7 +7,8 @@
 # Jobs run one after another; each resumes from .bench/gen/state/<dataset>_<kind>.pt when that
 # exists (same machine, still warm; .bench/gen_gpu is not carried, so it survives), and its training budget counts all commands together. Every
 # job gets a wall deadline that leaves the later jobs their share, so the command ends within
-# TOTAL_SECONDS. Each job's files come back as OUT_DIR/<dataset>_<kind>.tar.gz; the log as run.log.
+# TOTAL_SECONDS. Each job's files come back as OUT_DIR/<dataset>_<kind>.tar.gz, its generator (half-precision
+# shards) as OUT_DIR/<dataset>_<kind>_generator/ and, with --export-state, its training state as ..._state/; the log as run.log.
 # GEN_EXTRA_ARGS go to every generation_train.py call. Needs .bench/gen (benchmarks/prepare_generation.py) and, where RDKit is missing, its wheel in .whl/gen.
 set -o pipefail
 out=${1:?output folder}
@@ -42,6 +43,10 @@ for i in "${!jobs[@]}"; do
         --stop-at "$stop_at" --commit "$commit" $GEN_EXTRA_ARGS \
         --command "benchmarks/run_generation_gpu.sh OUT $total ${jobs[*]} (job ${jobs[$i]})" \
         2>&1 | grep -v -E "FutureWarning|warnings.warn"
+    # the generator and training-state shard folders come back as they are (each file < 16 MB)
+    for part in generator state; do
+        if [ -d "/tmp/gen_out/$name/$part" ]; then rm -rf "$out/${name}_$part"; mv "/tmp/gen_out/$name/$part" "$out/${name}_$part"; fi
+    done
     tar -czf "$out/$name.tar.gz" -C /tmp/gen_out "$name" && ls -la "$out/$name.tar.gz"
     echo "after $name: $(( $(date +%s) - start )) s of $total"
 done

@@ -1,4 +1,11 @@
-"""Save and load generators as plain dicts: loading runs no pickled code (``weights_only=True``)."""
+"""Save and load generators as plain dicts: loading runs no pickled code (``weights_only=True``).
+
+A checkpoint is one ``.pt`` file, or a shard folder (``molgnn.data.shards``: pieces under 16 MB,
+each verified by SHA-256) that can come back from the GPU machine and ship with the package; with
+``half`` its float32 weights are stored as float16 (half the size) and loaded back as float32.
+Training states travel the same way (:func:`export_training_state`), so training spans commands,
+machines and sessions.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +14,7 @@ from typing import Any
 import torch
 
 from molgnn.data.artifacts import atomic_path
+from molgnn.data.shards import DEFAULT_MAX_BYTES, ShardError, is_shard_folder, read_shards, write_shards
 from molgnn.featurize.dense_graph import GraphVocab, VocabError
 from molgnn.generate.training import GENERATOR_CLASSES, TrainedGenerator, build_generator
 
@@ -39,11 +47,31 @@ def generator_checkpoint(trained: TrainedGenerator) -> dict[str, Any]:
     }
 
 
-def save_generator(trained: TrainedGenerator, path: str | Path) -> Path:
-    """Write the checkpoint atomically; returns the path."""
+def _cast_floats(tree: Any, src: torch.dtype, dst: torch.dtype) -> Any:
+    """``tree`` (dicts, lists, tensors) with every ``src`` tensor cast to ``dst``."""
+    if torch.is_tensor(tree):
+        return tree.to(dst) if tree.dtype == src else tree
+    if isinstance(tree, dict):
+        return {k: _cast_floats(v, src, dst) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_cast_floats(v, src, dst) for v in tree)
+    return tree
+
+
+def save_generator(trained: TrainedGenerator, path: str | Path, *, half: bool = False,
+                   shards: bool = False, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+    """Write the checkpoint atomically: a ``.pt`` file, or with ``shards`` a shard folder at ``path``;
+    ``half`` stores float32 weights as float16. Returns the path."""
     path = Path(path)
+    ckpt = generator_checkpoint(trained)
+    if half:
+        ckpt["state_dict"] = _cast_floats(ckpt["state_dict"], torch.float32, torch.float16)
+        ckpt["stored_half"] = True
+    if shards:
+        return write_shards(ckpt, path, max_bytes=max_bytes,
+                            meta={"what": CHECKPOINT_FORMAT, "kind": trained.kind, "half": half})
     with atomic_path(path) as tmp:
-        torch.save(generator_checkpoint(trained), tmp)
+        torch.save(ckpt, tmp)
     return path
 
 
@@ -51,12 +79,18 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Trai
     """Rebuild the model from its hparams and weights. The checkpoint keeps only the number of
     training rejects (``n_rejects``), so the loaded object's ``rejects`` list is empty."""
     path = Path(path)
-    if not path.is_file():
+    if is_shard_folder(path):
+        try:
+            ckpt = read_shards(path)
+        except ShardError as exc:
+            raise CheckpointError(str(exc)) from exc
+    elif not path.is_file():
         raise CheckpointError(f"generator checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:   # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
+    else:
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:   # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+            raise CheckpointError(f"{path} is not a readable torch checkpoint: {exc}") from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a molgnn generator checkpoint (format {CHECKPOINT_FORMAT!r})")
     kind = ckpt.get("kind")
@@ -65,7 +99,10 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Trai
     try:
         vocab = GraphVocab.from_dict(ckpt["vocab"])
         model = build_generator(kind, **ckpt["hparams"])
-        model.load_state_dict(ckpt["state_dict"])
+        state = ckpt["state_dict"]
+        if ckpt.get("stored_half"):
+            state = _cast_floats(state, torch.float16, torch.float32)
+        model.load_state_dict(state)
     except (KeyError, VocabError, RuntimeError, ValueError) as exc:
         raise CheckpointError(f"{path}: cannot rebuild the {kind} generator: {exc}") from exc
     model.to(torch.device(device)).eval()
@@ -73,3 +110,29 @@ def load_generator(path: str | Path, device: str | torch.device = "cpu") -> Trai
                             rejects=[], train_seconds=float(ckpt.get("train_seconds", 0.0)),
                             n_train=int(ckpt.get("n_train", 0)), steps=int(ckpt.get("steps", 0)),
                             stop_reason=str(ckpt.get("stop_reason", "epochs")), ema_decay=ckpt.get("ema_decay"))
+
+
+def export_training_state(state_path: str | Path, folder: str | Path, *, half: bool = True,
+                          max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+    """A training-state file (``train_generator_on_graphs(state_path=...)``) as a shard folder that can
+    leave the GPU machine. ``half`` stores float32 tensors (weights, EMA, Adam moments) as bfloat16:
+    a quarter of the float32 state plus its moments fits where the state would not, at the cost of a
+    resume that is close to, not bit-identical with, an uninterrupted run."""
+    state = torch.load(Path(state_path), map_location="cpu", weights_only=True)
+    if half:
+        state = _cast_floats(state, torch.float32, torch.bfloat16)
+        state["stored_half"] = True
+    return write_shards(state, folder, max_bytes=max_bytes, meta={"what": "generator training state", "half": half})
+
+
+def import_training_state(folder: str | Path, state_path: str | Path) -> Path:
+    """The shard folder of :func:`export_training_state` back as a training-state file (float32)."""
+    try:
+        state = read_shards(folder)
+    except ShardError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if state.pop("stored_half", False):
+        state = _cast_floats(state, torch.bfloat16, torch.float32)
+    with atomic_path(Path(state_path)) as tmp:
+        torch.save(state, tmp)
+    return Path(state_path)

@@ -47,10 +47,12 @@ class SampleResult:
 
 
 def sample_graphs(model: nn.Module, n: int, *, seed: int, device: str | torch.device = "cpu",
-                  batch_size: int = 512, guidance: Guidance | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  batch_size: int = 512, guidance: Guidance | None = None,
+                  steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` dense graphs (X [n, N], E [n, N, N], on the CPU) in batches from one seeded generator.
 
-    ``guidance`` (diffusion only) steers each reverse step, see ``GraphDiffusion.sample``."""
+    ``guidance`` (diffusion only) steers each reverse step and ``steps`` (diffusion only; None: all
+    its timesteps) sets the number of reverse steps, see ``GraphDiffusion.sample``."""
     if n < 0 or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got {n}, {batch_size}")
     extra = {}
@@ -61,6 +63,10 @@ def sample_graphs(model: nn.Module, n: int, *, seed: int, device: str | torch.de
         if check is not None:
             check(model)
         extra["guidance"] = guidance
+    if steps is not None:
+        if "steps" not in inspect.signature(model.sample).parameters:
+            raise ValueError(f"{type(model).__name__} samples in one pass; sampling steps apply to the diffusion model")
+        extra["steps"] = steps
     device = torch.device(device)
     model = model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
@@ -84,11 +90,12 @@ def sample_smiles(
     device: str | torch.device = "cpu",
     batch_size: int = 512,
     guidance: Guidance | None = None,
+    steps: int | None = None,
 ) -> SampleResult:
     """Sample ``n`` molecules and decode each twice: as drawn, and keeping the largest fragment.
 
     ``vocab`` may be None when a TrainedGenerator (which carries its vocabulary) is given;
-    ``guidance`` goes to ``sample_graphs``.
+    ``guidance`` and ``steps`` go to ``sample_graphs``.
     Timing covers sampling and decoding.
     """
     if isinstance(generator, TrainedGenerator):
@@ -98,7 +105,7 @@ def sample_smiles(
     if vocab is None:
         raise ValueError("sample_smiles needs a vocabulary to decode a bare model")
     started = time.perf_counter()
-    x, e = sample_graphs(model, n, seed=seed, device=device, batch_size=batch_size, guidance=guidance)
+    x, e = sample_graphs(model, n, seed=seed, device=device, batch_size=batch_size, guidance=guidance, steps=steps)
     smiles: list[str | None] = []
     reasons: list[str] = []
     corrected: list[str | None] = []

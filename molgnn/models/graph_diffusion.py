@@ -320,8 +320,14 @@ class GraphDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None,
                device: str | torch.device | None = None,
-               guidance: Guidance | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               guidance: Guidance | None = None, steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw ``n`` graphs: (X [n, N], E [n, N, N]) in vocabulary encoding (padding = 0).
+
+        ``steps`` (default: all ``timesteps``): reverse steps on an evenly spaced grid of t. A jump
+        t -> s uses the exact posterior q(G_s | G_t, G_0): marginal transitions compose, so
+        Q_{s->t} = Qbar_t Qbar_s^-1 is again a marginal matrix, with alpha_bar_t / alpha_bar_s. Fewer
+        steps sample proportionally faster; how much validity that costs is measured, not assumed
+        (benchmarks/README.md).
 
         ``guidance(X_t, E_t, t, node_mask)`` (one-hot, internal classes) may return log-weights
         ``([n, N, Kx], [n, N, N, Ke])`` that multiply each step's posterior, e.g.
@@ -334,11 +340,20 @@ class GraphDiffusion(nn.Module):
         x = sample_categorical(self.node_marginals.to(device).expand(n, n_max, -1), generator)
         e = symmetric_from_upper(sample_categorical(self.edge_marginals.to(device).expand(n, n_max, n_max, -1), generator))
         xo, eo = self._one_hot(x, e, node_mask)
-        for step in range(self.timesteps, 0, -1):
+        steps = self.timesteps if steps is None else int(steps)
+        if not 1 <= steps <= self.timesteps:
+            raise ValueError(f"sampling steps must be in 1..{self.timesteps}, got {steps}")
+        grid = [round(self.timesteps * (1 - i / steps)) for i in range(steps + 1)]   # T .. 0, distinct
+        for step, prev in zip(grid[:-1], grid[1:]):
             t = torch.full((n,), step, device=device, dtype=torch.long)
+            s = torch.full((n,), prev, device=device, dtype=torch.long)
             x_logits, e_logits = self.denoiser(xo, eo, t.float() / self.timesteps, node_mask)
-            qx_t, qe_t = self.q_t(t)
-            qx_prev, qe_prev = self.q_bar(t - 1)
+            if prev == step - 1:
+                qx_t, qe_t = self.q_t(t)
+            else:
+                alpha = self.alpha_bar[t] / self.alpha_bar[s].clamp(min=1e-20)
+                qx_t, qe_t = transition_matrix(alpha, self.node_marginals), transition_matrix(alpha, self.edge_marginals)
+            qx_prev, qe_prev = self.q_bar(s)
             px = posterior_over_x0(xo, torch.softmax(x_logits, -1), qx_t, qx_prev)
             pe = posterior_over_x0(eo.flatten(1, 2), torch.softmax(e_logits, -1).flatten(1, 2), qe_t, qe_prev)
             if guidance is not None:
