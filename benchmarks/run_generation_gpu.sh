@@ -9,7 +9,9 @@
 # job gets a wall deadline that leaves the later jobs their share, so the command ends within
 # TOTAL_SECONDS. Each job's files come back as OUT_DIR/<dataset>_<kind>.tar.gz, its generator (half-precision
 # shards) as OUT_DIR/<dataset>_<kind>_generator/ and, with --export-state, its training state as ..._state/; the log as run.log.
-# GEN_EXTRA_ARGS go to every generation_train.py call. Needs .bench/gen (benchmarks/prepare_generation.py) and, where RDKit is missing, its wheel in .whl/gen.
+# GEN_EXTRA_ARGS go to every generation_train.py call. Needs .bench/gen (benchmarks/prepare_generation.py) and, where RDKit is
+# missing, wheels in .whl/gen: RDKit and what molgnn.config imports (pydantic, pydantic_core, annotated_types,
+# typing_inspection, typing_extensions, pyyaml; `pip download --no-deps --only-binary=:all: -d .whl/gen ...`).
 set -o pipefail
 out=${1:?output folder}
 total=${2:?total seconds}
@@ -43,6 +45,7 @@ for i in "${!jobs[@]}"; do
         --stop-at "$stop_at" --commit "$commit" $GEN_EXTRA_ARGS \
         --command "benchmarks/run_generation_gpu.sh OUT $total ${jobs[*]} (job ${jobs[$i]})" \
         2>&1 | grep -v -E "FutureWarning|warnings.warn"
+    if [ "${PIPESTATUS[0]}" != 0 ]; then echo "job ${jobs[$i]} failed"; exit 1; fi
     # the generator and training-state shard folders come back as they are (each file < 16 MB)
     for part in generator state; do
         if [ -d "/tmp/gen_out/$name/$part" ]; then rm -rf "$out/${name}_$part"; mv "/tmp/gen_out/$name/$part" "$out/${name}_$part"; fi
