@@ -154,16 +154,12 @@ def _flow_run_id() -> str:
         return ""
 
 
-@flow(name="molgnn-pipeline", log_prints=True)
-def pipeline(params_path: str = "params.yaml", root: str | None = None,
-             overrides: list[str] | None = None) -> dict[str, Any]:
-    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> fast 2D tier -> generate -> filter ->
-    screen -> report.
-
-    Each invocation gets its own run folder (``runs/<run id>/``); ``overrides`` are ``KEY=VALUE``
-    strings applied over the params file (``molgnn run --set``)."""
+def open_invocation(name: str, params_path: str, root: str | None, overrides: list[str] | None):
+    """Load and check the params, connect the tracker (closing runs a killed process left RUNNING),
+    make this invocation's run folder and its top MLflow run ``name``.
+    Returns (RunContext, RunFolder, the top StageRun, the tags every run carries)."""
     from molgnn.config import dump_params
-    from molgnn.stages.run_folder import FAILED, FINISHED, KILLED, RunFolder, list_runs
+    from molgnn.stages.run_folder import RunFolder, list_runs
     from molgnn.tracking import mlflow_tracking as mt
     from molgnn.tracking.dvc_data import data_md5
     from molgnn.tracking.provenance import git_commit
@@ -187,46 +183,76 @@ def pipeline(params_path: str = "params.yaml", root: str | None = None,
     list_runs(root_path)
     run = RunFolder.create(root_path, params_hash=tags[mt.TAG_PARAMS_HASH])
     (run.path / "params.yaml").write_text(dump_params(params))
-    parent = tracker.start("pipeline", params=params.flat(), tags={mt.TAG_RUN_DIR: str(run.path)})
+    parent = tracker.start(name, params=params.flat(), tags={mt.TAG_RUN_DIR: str(run.path)})
     run.update(mlflow_run_id=parent.run_id)
     parent.log_artifact(run.path / "params.yaml")
     logger.info("run folder: %s (MLflow run %s)", run.path, parent.run_id)
     ctx = RunContext(params=params, root=root_path, tracker=tracker, parent_run_id=parent.run_id,
                      run_dir=run.path)
+    return ctx, run, parent, tags
+
+
+def train_models(ctx: RunContext, results: dict[str, StageResult]) -> tuple[str, Path]:
+    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> fast 2D tier, into ``results``
+    (each stage from the cache when its key is there). Returns (data md5, the screening model folder).
+    Shared by the pipeline and the design loop, so both score molecules with the same model."""
+    from molgnn.tracking import mlflow_tracking as mt
+
+    logger = get_run_logger()
+    params, tracker = ctx.params, ctx.tracker
+    results["ingest"] = ingest_task(ctx)
+    logger.info("ingest: %s", results["ingest"].metrics)
+    results["featurize"] = featurize_task(ctx, results["ingest"].path("molecules"))
+    logger.info("featurize: %s", results["featurize"].metrics)
+
+    # The data is final now: version it, and tag every run (data stages included) with its md5.
+    md5 = version_data_task(ctx, results["ingest"], results["featurize"])
+    tracker.tags[mt.TAG_DATA_MD5] = md5
+    for run_id in [ctx.parent_run_id] + [r.info.get("mlflow_run_id") for r in results.values()]:
+        if run_id:
+            tracker.client.set_tag(run_id, mt.TAG_DATA_MD5, md5)
+
+    structures = results["featurize"].path("structures")
+    molecules = results["ingest"].path("molecules")
+    pretrained = None
+    if params.pretrain.enabled and params.finetune.init == "pretrained":
+        results["pretrain"] = pretrain_task(ctx, structures)
+        pretrained = results["pretrain"].path("checkpoint")
+    results["finetune"] = finetune_task(ctx, molecules, structures, pretrained)
+    logger.info("finetune: %s", results["finetune"].metrics)
+    for target, kind in results["finetune"].info.get("task_types", {}).items():
+        logger.info("finetune: target %s is %s (%s)", target, kind,
+                    results["finetune"].info.get("task_type_reasons", {}).get(target, ""))
+
+    # the screening model: the 2D tier beside the 3D ensemble (molgnn screen's default folder)
+    model_dir = Path(results["finetune"].out_dir)
+    if params.fast_tier.enabled:
+        results["fast_tier"] = fast_tier_task(ctx, results["finetune"], molecules, structures)
+        logger.info("fast_tier: kept the %s 2D tier; %s", results["fast_tier"].info.get("chosen"),
+                    results["fast_tier"].metrics)
+        model_dir = Path(results["fast_tier"].out_dir)
+
+    return md5, model_dir
+
+
+@flow(name="molgnn-pipeline", log_prints=True)
+def pipeline(params_path: str = "params.yaml", root: str | None = None,
+             overrides: list[str] | None = None) -> dict[str, Any]:
+    """Ingest -> featurize -> version data -> pretrain -> fine-tune -> fast 2D tier -> generate -> filter ->
+    screen -> report.
+
+    Each invocation gets its own run folder (``runs/<run id>/``); ``overrides`` are ``KEY=VALUE``
+    strings applied over the params file (``molgnn run --set``)."""
+    from molgnn.stages.run_folder import FAILED, FINISHED, KILLED
+    from molgnn.tracking import mlflow_tracking as mt
+
+    logger = get_run_logger()
+    ctx, run, parent, tags = open_invocation("pipeline", params_path, root, overrides)
+    params, tracker = ctx.params, ctx.tracker
     results: dict[str, StageResult] = {}
     try:
-        results["ingest"] = ingest_task(ctx)
-        logger.info("ingest: %s", results["ingest"].metrics)
-        results["featurize"] = featurize_task(ctx, results["ingest"].path("molecules"))
-        logger.info("featurize: %s", results["featurize"].metrics)
-
-        # The data is final now: version it, and tag every run (data stages included) with its md5.
-        md5 = version_data_task(ctx, results["ingest"], results["featurize"])
-        tracker.tags[mt.TAG_DATA_MD5] = md5
-        for run_id in [parent.run_id] + [r.info.get("mlflow_run_id") for r in results.values()]:
-            if run_id:
-                tracker.client.set_tag(run_id, mt.TAG_DATA_MD5, md5)
-
-        structures = results["featurize"].path("structures")
+        md5, model_dir = train_models(ctx, results)
         molecules = results["ingest"].path("molecules")
-        pretrained = None
-        if params.pretrain.enabled and params.finetune.init == "pretrained":
-            results["pretrain"] = pretrain_task(ctx, structures)
-            pretrained = results["pretrain"].path("checkpoint")
-        results["finetune"] = finetune_task(ctx, molecules, structures, pretrained)
-        logger.info("finetune: %s", results["finetune"].metrics)
-        for target, kind in results["finetune"].info.get("task_types", {}).items():
-            logger.info("finetune: target %s is %s (%s)", target, kind,
-                        results["finetune"].info.get("task_type_reasons", {}).get(target, ""))
-
-        # the screening model: the 2D tier beside the 3D ensemble (molgnn screen's default folder)
-        model_dir = Path(results["finetune"].out_dir)
-        if params.fast_tier.enabled:
-            results["fast_tier"] = fast_tier_task(ctx, results["finetune"], molecules, structures)
-            logger.info("fast_tier: kept the %s 2D tier; %s", results["fast_tier"].info.get("chosen"),
-                        results["fast_tier"].metrics)
-            model_dir = Path(results["fast_tier"].out_dir)
-
         for kind in params.generate.models:
             results[f"generate-{kind}"] = generate_task(ctx, molecules, kind)
             logger.info("generate-%s: %s", kind, results[f"generate-{kind}"].metrics)

@@ -1,4 +1,4 @@
-"""Serve the pipeline and the screening flow on a cron schedule (in a stated time zone) from a real
+"""Serve the pipeline, the screening flow and the design loop on a cron schedule (in a stated time zone) from a real
 Prefect server, each flow its own deployment with its own parameters.
 
 Scheduling needs a real server (the ephemeral one never runs scheduled work): when
@@ -59,7 +59,7 @@ def validate_cron(cron: str) -> None:
         raise ValueError(f"not a valid cron expression: {cron!r}") from exc
 
 
-FLOWS = ("pipeline", "screen")
+FLOWS = ("pipeline", "screen", "design")
 
 
 def validate_timezone(tz: str) -> None:
@@ -74,7 +74,7 @@ def validate_timezone(tz: str) -> None:
 def build_deployments(cron: str, params_path: str, name: str = "molgnn-scheduled", flows: tuple[str, ...] = ("pipeline",),
                       library: str | None = None, models: str = "runs/latest", timezone: str = "UTC") -> list:
     """One deployment per flow, each on ``cron`` in ``timezone`` with its own parameters: the pipeline
-    rereads ``params_path`` at every run, the screen flow rereads ``library``."""
+    and the design loop reread ``params_path`` at every run, the screen flow rereads ``library``."""
     validate_cron(cron)
     validate_timezone(timezone)
     unknown = set(flows) - set(FLOWS)
@@ -97,6 +97,11 @@ def build_deployments(cron: str, params_path: str, name: str = "molgnn-scheduled
         deployments.append(screen_flow.to_deployment(
             name=f"{name}-screen", schedules=[Cron(cron, timezone=timezone)],
             parameters={"library": str(Path(library).resolve()), "params_path": params_path, "models": models}))
+    if "design" in flows:
+        from flows.design import design
+
+        deployments.append(design.to_deployment(name=f"{name}-design", schedules=[Cron(cron, timezone=timezone)],
+                                                parameters={"params_path": params_path}))
     return deployments
 
 

@@ -48,10 +48,11 @@ def _registered(value: str, params: str) -> str:
     return str(download_model(value, resolve_uri(cfg.mlflow_uri, root), root / RUNS_DIR / "registry"))
 
 
-def cmd_run(args) -> int:
+def _checked_flow_setup(args) -> Path:
+    """Check every parameter, the device and the sources before Prefect (or any stage) starts; send
+    the flow run to `molgnn ui`'s Prefect server when one runs for this folder. Returns the params path."""
     from molgnn.config import check_runnable, load_params
 
-    # Every parameter, the device and the sources are checked before Prefect (or any stage) starts.
     params_path = Path(args.params).resolve()
     check_runnable(load_params(params_path, overrides=args.set), params_path.parent)
     from flows.ui import prefect_api_for_run
@@ -60,10 +61,24 @@ def cmd_run(args) -> int:
     if api:      # `molgnn ui` runs a Prefect server for this folder: the flow run goes there, to stay
         os.environ["PREFECT_API_URL"] = api
         print(f"Prefect server of `molgnn ui`: {api}", file=sys.stderr)
+    _terminate_on_sigterm()
+    return params_path
+
+
+def cmd_run(args) -> int:
+    params_path = _checked_flow_setup(args)
     from flows.pipeline import pipeline
 
-    _terminate_on_sigterm()
     summary = pipeline(params_path=str(params_path), overrides=args.set or None)
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def cmd_design(args) -> int:
+    params_path = _checked_flow_setup(args)
+    from flows.design import design
+
+    summary = design(params_path=str(params_path), overrides=args.set or None)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -125,15 +140,27 @@ def cmd_generate(args) -> int:
     from molgnn.generate.sampling import sample_smiles
     from molgnn.stages.generate import CHECKPOINT_FILE, write_samples
 
-    ckpt = Path(_registered(args.checkpoint, args.params) if args.checkpoint
-                else Path(args.run) / f"generate-{args.model}" / CHECKPOINT_FILE)
-    if ckpt.is_dir():    # a registered generator's folder
+    from molgnn.data.shards import is_shard_folder
+    from molgnn.data.shipped_generators import GENERATORS_DIR, shipped_generators
+
+    shipped = shipped_generators()
+    if args.checkpoint:
+        ckpt = Path(_registered(args.checkpoint, args.params))
+    elif args.model in shipped:      # ships with the package: works before any run
+        ckpt = GENERATORS_DIR / args.model
+    elif args.model in ("vae", "diffusion"):
+        ckpt = Path(args.run) / f"generate-{args.model}" / CHECKPOINT_FILE
+    else:
+        raise ValueError(f"--model {args.model!r}: use vae or diffusion (this run's generators) or a shipped "
+                         f"generator ({', '.join(shipped) or 'none shipped'})")
+    if ckpt.is_dir() and not is_shard_folder(ckpt):    # a registered generator's folder
         ckpt = ckpt / CHECKPOINT_FILE
     if not ckpt.exists():
         raise FileNotFoundError(f"no trained {args.model} generator at {ckpt}: run `molgnn run` first "
                                 f"or pass --checkpoint")
     trained = load_generator(ckpt)
-    sample = sample_smiles(trained, trained.vocab, args.n, seed=args.seed, device=args.device)
+    sample = sample_smiles(trained, trained.vocab, args.n, seed=args.seed, device=args.device,
+                           batch_size=args.batch_size, steps=args.steps)
     table = write_samples(sample, args.model, Path(args.out))
     print(f"{args.n} samples from {ckpt} -> {args.out}: {int(table['valid'].sum())} valid "
           f"({sample.molecules_per_second:.0f} molecules/s)")
@@ -353,6 +380,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override one parameter for this run (dotted key, YAML value); repeatable")
     r.set_defaults(func=cmd_run)
 
+    d = sub.add_parser("design", help="the design loop (Prefect flow): rounds of generate -> filter -> screen -> "
+                                      "Pareto selection -> generator fine-tuning, knobs in params.yaml's design:")
+    d.add_argument("--params", default="params.yaml")
+    d.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override one parameter (dotted key, YAML value), e.g. design.rounds=3; repeatable")
+    d.set_defaults(func=cmd_design)
+
     ls = sub.add_parser("runs", help="list the run folders (runs/<run id>/), newest last")
     ls.add_argument("--root", default=".", help="the repository root (where runs/ is)")
     ls.add_argument("--last", type=int, default=0, help="only the newest N (default: all)")
@@ -367,8 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--limit", type=int)
     i.set_defaults(func=cmd_ingest)
 
-    g = sub.add_parser("generate", help="sample molecules from a trained generator")
-    g.add_argument("--model", choices=["vae", "diffusion"], default="diffusion")
+    g = sub.add_parser("generate", help="sample molecules from a trained or a shipped generator")
+    g.add_argument("--model", default="diffusion",
+                   help="vae | diffusion (the run's generators) | a shipped generator, e.g. moses (default: %(default)s)")
+    g.add_argument("--steps", type=int, help="reverse diffusion steps (default: all of the model's timesteps)")
+    g.add_argument("--batch-size", type=int, default=512, help="graphs drawn at once (default: %(default)s)")
     g.add_argument("-n", type=int, default=100)
     g.add_argument("--checkpoint", help="generator checkpoint, or a registered generator models:/NAME@ALIAS "
                                         "(default: the run's generate-<model>/generator.pt)")
@@ -440,11 +477,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--stop", action="store_true", help="stop the servers an earlier `molgnn ui` started here")
     u.set_defaults(func=cmd_ui)
 
-    c = sub.add_parser("schedule", help="serve the pipeline and/or the screening flow on a cron schedule from a Prefect server")
+    c = sub.add_parser("schedule", help="serve the pipeline, the screening flow and/or the design loop on a cron "
+                                        "schedule from a Prefect server")
     c.add_argument("--cron", required=True, help='e.g. "0 2 * * *" (02:00 every day)')
     c.add_argument("--params", default="params.yaml")
     c.add_argument("--name", default="molgnn-scheduled")
-    c.add_argument("--flow", action="append", choices=["pipeline", "screen"],
+    c.add_argument("--flow", action="append", choices=["pipeline", "screen", "design"],
                    help="flows to serve, each its own deployment (repeat; default: pipeline)")
     c.add_argument("--library", help="screen flow: the library file, read afresh at every run")
     c.add_argument("--models", default="runs/latest", help="screen flow: model folder (default: the newest run's)")

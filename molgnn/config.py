@@ -418,6 +418,71 @@ class ScreenConfig:
     chunk_rows: PosInt = 5_000             # `molgnn screen --dask`: input rows per chunk (one Prefect task each)
 
 
+DESIGN_OBJECTIVES = {"qed", "sa", "novelty", "uncertainty"}   # besides the predicted targets
+
+
+@_section
+class TargetRange:
+    """A design objective to bring into ``[low, high]`` (one side may be open): its distance to the range is minimized."""
+
+    low: Float | None = None
+    high: Float | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.low is None and self.high is None:
+            problems.append(("low", None, "a number in low and/or high"))
+        if self.low is not None and self.high is not None and self.low > self.high:
+            problems.append(("low", self.low, f"at most high ({self.high})"))
+        _check(problems)
+
+
+def _objective(value: Any) -> Any:
+    """A design objective's direction: "max", "min", or a target range {low, high} (a TargetRange)."""
+    if isinstance(value, str):
+        if value not in ("max", "min"):
+            raise ValueError(f"max, min or a target range {{low: .., high: ..}}, not {value!r}")
+        return value
+    if isinstance(value, TargetRange):
+        return value
+    if isinstance(value, dict):
+        unknown = set(value) - {"low", "high"}
+        if unknown:
+            raise ValueError(f"a target range has only low and high, not {sorted(unknown)}")
+        try:
+            return TargetRange(**value)
+        except ConfigError as exc:
+            raise ValueError("; ".join(exc.problems) or str(exc)) from None
+    raise ValueError(f"max, min or a target range {{low: .., high: ..}}, not {value!r}")
+
+
+Objective = Annotated[Any, BeforeValidator(_objective)]
+
+
+@_section
+class DesignConfig:
+    """``molgnn design``: rounds of generate -> filter -> screen -> Pareto selection -> generator fine-tuning."""
+
+    rounds: PosInt = 2
+    # auto (diffusion when generate.models has it, else its first) | vae | diffusion: this run's trained
+    # generator (the pipeline's cached stage) | models:/NAME/VERSION | a generator checkpoint path
+    generator: Annotated[str, Strict(), MinLen(1)] = "auto"
+    n_samples: PosInt = 256                 # draws per round
+    # name -> max | min | {low, high} (a target range); a name is one of finetune.targets (its predicted mean),
+    # qed, sa, novelty (1 - nearest Tanimoto similarity to the training molecules) or uncertainty (the
+    # predicted targets' ensemble spread). None: screen.rank_by the way the screen ranks it, qed max,
+    # sa min, novelty max, uncertainty min (filled in when the params are loaded)
+    objectives: dict[Str, Objective] | None = None
+    select: PosInt = 16                     # molecules selected per round (Pareto fronts in order)
+    max_similarity: Fraction = 0.7          # diversity: no two selected molecules closer (Tanimoto) than this
+    in_domain_only: Bool = True             # select only molecules inside the property model's domain
+    finetune_generator: Bool = True         # fine-tune the generator on the selected molecules between rounds
+    finetune_epochs: PosInt = 4
+    finetune_lr: PosFloat = 1e-4
+    finetune_batch_size: PosInt = 64
+    replay: NonNegInt = 256                 # training molecules mixed into each fine-tuning (keeps validity)
+
+
 @_section
 class TrackingConfig:
     mlflow_uri: Annotated[str, Strict(), MinLen(1)] = "sqlite:///mlruns/mlflow.db"
@@ -438,6 +503,7 @@ class Params:
     generate: _part(GenerateConfig) = field(default_factory=GenerateConfig)
     filter: _part(FilterConfig) = field(default_factory=FilterConfig)
     screen: _part(ScreenConfig) = field(default_factory=ScreenConfig)
+    design: _part(DesignConfig) = field(default_factory=DesignConfig)
     tracking: _part(TrackingConfig) = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
@@ -454,6 +520,24 @@ class Params:
                              f"columns that data.target_columns keeps ({columns})"))
         if self.screen.tier == "2d" and not self.fast_tier.enabled:
             problems.append(("screen.tier", "2d", "auto or 3d when fast_tier.enabled is false (no 2D tier is trained)"))
+        # design defaults follow the rest of the params, so a config that never designs is never refused for them
+        if self.design.objectives is None:
+            self.design.objectives = {self.screen.rank_by: "max" if self.screen.descending else "min", "qed": "max",
+                                      "sa": "min", "novelty": "max", "uncertainty": "min"}
+        if self.design.generator == "auto":
+            models = self.generate.models
+            self.design.generator = "diffusion" if "diffusion" in models or not models else models[0]
+        design_names = set(targets) | DESIGN_OBJECTIVES
+        for name in self.design.objectives:
+            if name not in design_names:
+                problems.append((f"design.objectives.{name}", self.design.objectives[name],
+                                 f"an objective named after one of finetune.targets {targets} or {sorted(DESIGN_OBJECTIVES)}"))
+        if not self.design.objectives:
+            problems.append(("design.objectives", {}, "at least one objective"))
+        gen = self.design.generator
+        if gen in ("vae", "diffusion") and gen not in self.generate.models:
+            problems.append(("design.generator", gen, f"auto or one of generate.models {self.generate.models}, "
+                             "models:/NAME/VERSION or a generator checkpoint path"))
         if self.finetune.cuda_graphs and self.device == "cpu":
             problems.append(("finetune.cuda_graphs", True, "false on device cpu (CUDA graphs need a GPU)"))
         _check(problems)

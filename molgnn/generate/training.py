@@ -197,6 +197,7 @@ def train_generator_on_graphs(
     evaluate_every: float | None = None,
     on_evaluate: Callable[[nn.Module, dict[str, float]], None] | None = None,
     on_epoch_end: Callable[[dict[str, float]], bool | None] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
     **hparams: Any,
 ) -> TrainedGenerator:
     """The training loop on pre-encoded graphs ``x_all [M, N]``, ``e_all [M, N, N]`` (uint8 is best).
@@ -213,6 +214,10 @@ def train_generator_on_graphs(
     batch size and seed. ``on_evaluate(model, info)`` is called every ``evaluate_every`` training
     seconds with the sampling model (EMA if any) in eval mode, e.g. to sample a learning curve; its
     time does not count as training time. ``hparams`` go to the model constructor.
+    ``init_state``: start from these weights (a trained generator's ``state_dict``, same hparams and
+    vocabulary) instead of a random init: fine-tuning. The diffusion model then keeps the noise
+    process it was trained with (its marginals and size distribution) rather than re-fitting them
+    to the new, typically small, set: the denoiser was trained against that process.
     """
     if kind not in GENERATOR_CLASSES:
         raise GeneratorTrainingError(f"unknown generator kind {kind!r}; use one of {sorted(GENERATOR_CLASSES)}")
@@ -234,7 +239,12 @@ def train_generator_on_graphs(
         torch.manual_seed(seed)
         model = build_generator(kind, n_node_classes=vocab.n_node_classes, n_edge_classes=vocab.n_edge_classes,
                                 max_nodes=max_nodes, **hparams)
-    if isinstance(model, GraphDiffusion):
+    if init_state is not None:
+        try:
+            model.load_state_dict(init_state)
+        except RuntimeError as exc:
+            raise GeneratorTrainingError(f"init_state does not fit a {kind} of these hparams: {exc}") from exc
+    elif isinstance(model, GraphDiffusion):
         model.set_data_statistics(x_all, e_all)
     model.to(device)
     x_all, e_all = x_all.to(device), e_all.to(device)
@@ -245,7 +255,8 @@ def train_generator_on_graphs(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(n / batch_size)
     run_id = {"kind": kind, "hparams": dict(model.hparams), "n_train": n, "batch_size": batch_size, "seed": seed,
-              "vocab": vocab.to_dict(), "ema": ema_decay is not None}
+              "vocab": vocab.to_dict(), "ema": ema_decay is not None,
+              **({"fine_tuned": True} if init_state is not None else {})}   # absent when off: old states resume
 
     # Loop position; a training state restores all of it.
     epoch, batch_start, step, elapsed = 1, 0, 0, 0.0

@@ -120,8 +120,10 @@ def _cell(value: Any, digits: int = 3) -> tuple[str, str]:
     return html.escape(str(value)), html.escape(str(value))
 
 
-def candidates_table(preds: pd.DataFrame, limit: int = MAX_DRAWN) -> str:
-    """The ranked candidates as a sortable, filterable HTML table with a drawing of each molecule."""
+def candidates_table(preds: pd.DataFrame, limit: int = MAX_DRAWN,
+                     extra: tuple[tuple[str, str], ...] = ()) -> str:
+    """The ranked candidates as a sortable, filterable HTML table with a drawing of each molecule;
+    ``extra``: further (column, label) pairs shown when present (e.g. the design loop's lineage)."""
     from molgnn.chem.properties import QED, SA
     from molgnn.data import schema
 
@@ -132,7 +134,7 @@ def candidates_table(preds: pd.DataFrame, limit: int = MAX_DRAWN) -> str:
         if f"{t}_low90" in preds.columns:
             columns += [(f"{t}_low90", f"{t} low 90 %"), (f"{t}_high90", f"{t} high 90 %")]
     for col, label in (("tier", "tier"), ("in_domain", "in domain"), ("domain_reason", "domain reason"),
-                       (QED, "QED"), (SA, "SA"), ("generator", "generator")):
+                       (QED, "QED"), (SA, "SA"), ("generator", "generator"), *extra):
         if col in preds.columns:
             columns.append((col, label))
     head = "".join(f"<th scope=col>{html.escape(label)}</th>" for label in ["structure", "SMILES"]
@@ -159,14 +161,15 @@ def candidates_table(preds: pd.DataFrame, limit: int = MAX_DRAWN) -> str:
 
 
 def write_html(folder: str | Path, meta: dict[str, Any], markdown: str, candidates: pd.DataFrame | None,
-               name: str = HTML_FILE, title: str = "molgnn run report") -> Path:
+               name: str = HTML_FILE, title: str = "molgnn run report",
+               extra_columns: tuple[tuple[str, str], ...] = ()) -> Path:
     """Write ``folder/name`` from a report's Markdown (images relative to ``folder``)."""
     from markdown_it import MarkdownIt
 
     folder = Path(folder)
     body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
     body = _link_runs(_inline_images(body, folder), meta)
-    table = candidates_table(candidates) if candidates is not None and len(candidates) else ""
+    table = candidates_table(candidates, extra=extra_columns) if candidates is not None and len(candidates) else ""
     title = html.escape(f"{title} {meta.get('pipeline_run') or ''}".strip())
     page = (f'<!doctype html><html lang=en><head><meta charset=utf-8><title>{title}</title>'
             f'<meta name=viewport content="width=device-width, initial-scale=1">'

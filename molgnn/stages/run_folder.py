@@ -78,9 +78,11 @@ class RunFolder:
             setattr(self.record, k, v)
         self.save()
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, latest: bool = True) -> None:
+        """Record the end; a finished run becomes ``runs/latest`` unless ``latest`` is False (a design
+        run: ``runs/latest`` names the newest pipeline run, which screen, explain and compare read)."""
         self.update(status=status, ended=_now())
-        if status == FINISHED:
+        if status == FINISHED and latest:
             point_latest(self.path.parent, self.run_id)
 
     @classmethod

@@ -103,10 +103,9 @@ def is_models_uri(value: str | os.PathLike) -> bool:
     return str(value).startswith(MODELS_URI)
 
 
-def download_model(uri: str, tracking_uri: str, cache_dir: Path) -> Path:
-    """The folder of the registered version ``uri`` names (``models:/NAME@alias`` or
-    ``models:/NAME/VERSION``), downloaded once into ``cache_dir/NAME/VERSION`` (published by rename,
-    so a killed download leaves no half folder)."""
+def model_version(uri: str, tracking_uri: str):
+    """The registered ``ModelVersion`` that ``uri`` names (``models:/NAME@alias``, ``models:/NAME/VERSION``
+    or ``models:/NAME/latest``); a clear error listing the registered models when there is none."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -115,21 +114,36 @@ def download_model(uri: str, tracking_uri: str, cache_dir: Path) -> Path:
     try:
         if "@" in rest:
             name, alias = rest.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        else:
-            name, _, version = rest.rpartition("/")
-            if not name:
-                raise ValueError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-            if version == "latest":
-                versions = client.search_model_versions(f"name = '{name}'")
-                if not versions:
-                    raise ValueError(f"{uri}: registered model {name!r} has no versions")
-                version = str(max(int(v.version) for v in versions))
-            mv = client.get_model_version(name, version)
+            return client.get_model_version_by_alias(name, alias)
+        name, _, version = rest.rpartition("/")
+        if not name:
+            raise ValueError(f"{uri}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
+        if version == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise ValueError(f"{uri}: registered model {name!r} has no versions")
+            version = str(max(int(v.version) for v in versions))
+        return client.get_model_version(name, version)
     except MlflowException as exc:
         known = sorted(m.name for m in client.search_registered_models())
         raise ValueError(f"{uri}: not in the registry at {tracking_uri} ({exc.message.splitlines()[0]}); "
                          f"registered models: {', '.join(known) or 'none'}") from None
+
+
+def source_run(uri: str, tracking_uri: str) -> str:
+    """The MLflow run that produced the registered version ``uri`` names (its lineage)."""
+    return model_version(uri, tracking_uri).run_id
+
+
+def download_model(uri: str, tracking_uri: str, cache_dir: Path) -> Path:
+    """The folder of the registered version ``uri`` names (``models:/NAME@alias`` or
+    ``models:/NAME/VERSION``), downloaded once into ``cache_dir/NAME/VERSION`` (published by rename,
+    so a killed download leaves no half folder)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    mv = model_version(uri, tracking_uri)
+    name = mv.name
     dest = cache_dir / name / str(mv.version)
     if dest.is_dir():
         return dest

@@ -104,13 +104,15 @@ def test_each_flow_is_its_own_deployment_on_the_stated_time_zone(tmp_path, tiny_
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params))
     (tmp_path / "library.csv").write_text("smiles\nCCO\n")
-    deps = build_deployments("0 2 * * *", str(tmp_path / "params.yaml"), "nightly", ("pipeline", "screen"),
+    deps = build_deployments("0 2 * * *", str(tmp_path / "params.yaml"), "nightly", ("pipeline", "screen", "design"),
                              library=str(tmp_path / "library.csv"), timezone="Europe/Berlin")
-    assert [(d.flow_name, d.name) for d in deps] == [("molgnn-pipeline", "nightly"), ("molgnn-screen", "nightly-screen")]
+    assert [(d.flow_name, d.name) for d in deps] == [("molgnn-pipeline", "nightly"), ("molgnn-screen", "nightly-screen"),
+                                                     ("molgnn-design", "nightly-design")]
     for d in deps:
         assert d.schedules[0].schedule.cron == "0 2 * * *" and d.schedules[0].schedule.timezone == "Europe/Berlin"
     assert deps[0].parameters == {"params_path": str(tmp_path / "params.yaml")}
     assert deps[1].parameters["library"] == str(tmp_path / "library.csv")
+    assert deps[2].parameters == {"params_path": str(tmp_path / "params.yaml")}   # design: rereads params.yaml
     with pytest.raises(ValueError, match="IANA"):
         build_deployments("0 2 * * *", str(tmp_path / "params.yaml"), timezone="Mars/Olympus")
     with pytest.raises(ValueError, match="--library"):
