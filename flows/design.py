@@ -3,7 +3,7 @@
 generate -> filter -> screen (uncertainty, applicability domain) -> Pareto selection with a
 diversity constraint -> fine-tune the generator on what was selected -> next round. The models come
 from the pipeline's cached stages (trained here when the cache lacks them), or the generator from a
-registered model or a checkpoint file (``design.generator``). Every round is an MLflow run
+registered model, a shipped generator or a checkpoint (``design.generator``). Every round is an MLflow run
 ``design-round-<k>`` nested under the ``design`` run; the design report (``runs/<id>/design/``) shows
 the Pareto front of all rounds, how each objective moves round by round, and the lineage of every
 final candidate.
@@ -52,11 +52,9 @@ def resolve_generator(ctx: RunContext, results: dict[str, StageResult], molecule
             raise FileNotFoundError(f"design.generator {spec}: the registered model has no generator.pt "
                                     "(register a generator, e.g. <experiment>-generator-diffusion)")
         return found[0], registry.source_run(spec, ctx.tracker.client.tracking_uri)
-    path = ctx.resolve(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"design.generator {spec!r}: no such file (use vae, diffusion, "
-                                "models:/NAME/VERSION or the path of a generator.pt)")
-    return path, ""
+    from molgnn.data.shipped_generators import resolve_generator as shipped_or_path
+
+    return shipped_or_path(spec, ctx.root), ""   # a shipped generator's name or a checkpoint path
 
 
 @flow(name="molgnn-design", log_prints=True)
@@ -64,6 +62,8 @@ def design(params_path: str = "params.yaml", root: str | None = None,
            overrides: list[str] | None = None) -> dict[str, Any]:
     """``design.rounds`` rounds of the design loop; returns the run folder, MLflow run, final table, report."""
     import dataclasses
+
+    import pandas as pd
 
     from molgnn.stages.design import RoundInputs
     from molgnn.stages.run_folder import FAILED, FINISHED, KILLED
@@ -88,8 +88,6 @@ def design(params_path: str = "params.yaml", root: str | None = None,
                                  data_md5=md5, selected_before=list(selected), last=k == cfg.rounds)
             r = design_round_task(round_ctx, inputs)
             rounds.append(r)
-            import pandas as pd
-
             selected += pd.read_csv(r.path("selected"))["smiles"].tolist()
             logger.info("design round %d%s: %s", k, " (cached)" if r.cached else "", r.metrics)
             if "generator" in r.outputs:
@@ -100,7 +98,9 @@ def design(params_path: str = "params.yaml", root: str | None = None,
                                      "flow_run": _flow_run_id(), "objectives": dict(cfg.objectives),
                                      "experiment_id": ctx.tracker.experiment_id,
                                      "round_runs": [r.info.get("mlflow_run_id", "") for r in rounds]})
-        parent.log_artifact(report.parent, "design")
+        for f in sorted(report.parent.iterdir()):   # the report's files; each round logged its own
+            if f.is_file() and not f.is_symlink():
+                parent.log_artifact(f, "design")
         logger.info("design report: %s", report)
     except BaseException as exc:
         killed = interrupted(exc)

@@ -465,7 +465,7 @@ class DesignConfig:
 
     rounds: PosInt = 2
     # auto (diffusion when generate.models has it, else its first) | vae | diffusion: this run's trained
-    # generator (the pipeline's cached stage) | models:/NAME/VERSION | a generator checkpoint path
+    # generator (the pipeline's cached stage) | models:/NAME/VERSION | a shipped generator | a checkpoint path
     generator: Annotated[str, Strict(), MinLen(1)] = "auto"
     n_samples: PosInt = 256                 # draws per round
     # name -> max | min | {low, high} (a target range); a name is one of finetune.targets (its predicted mean),
