@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="sample molecules from a trained or a shipped generator")
     g.add_argument("--model", default="diffusion",
-                   help="vae | diffusion (the run's generators) | a shipped generator, e.g. moses (default: %(default)s)")
+                   help="vae | diffusion (the run's generators) | the name of a generator shipped in "
+                        "molgnn/resources/generators (default: %(default)s)")
     g.add_argument("--steps", type=int, help="reverse diffusion steps (default: all of the model's timesteps)")
     g.add_argument("--batch-size", type=int, default=512, help="graphs drawn at once (default: %(default)s)")
     g.add_argument("-n", type=int, default=100)
