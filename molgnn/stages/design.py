@@ -99,6 +99,15 @@ def _finetune(ctx: RunContext, generator, selected: list[str], training: list[st
                               device=ctx.device)
 
 
+def checkpoint_key_part(path: Path) -> Path:
+    """The file whose content stands for a generator checkpoint in a stage key: the file itself, or a
+    shard folder's manifest (it holds the SHA-256 of every shard and of the whole)."""
+    from molgnn.data.shards import MANIFEST, is_shard_folder
+
+    path = Path(path)
+    return path / MANIFEST if is_shard_folder(path) else path
+
+
 def run_design_round(ctx: RunContext, inp: RoundInputs) -> StageResult:
     from molgnn.stages.filter import apply_filters
     from molgnn.stages.generate import write_samples
@@ -108,7 +117,7 @@ def run_design_round(ctx: RunContext, inp: RoundInputs) -> StageResult:
     name = f"design-round-{inp.number}"
     key = stage_key(name, dataclasses.asdict(cfg), dataclasses.asdict(p.filter), dataclasses.asdict(p.screen),
                     dataclasses.asdict(p.featurize.conformers), p.generate.sample_batch_size, p.seed,
-                    Path(inp.generator), Path(inp.molecules), *model_files(inp.model_dir),
+                    checkpoint_key_part(inp.generator), Path(inp.molecules), *model_files(inp.model_dir),
                     sorted(inp.selected_before), inp.last, inp.generator_run, inp.property_model_run, inp.data_md5)
 
     def compute(run, out_dir: Path) -> StageResult:

@@ -49,3 +49,15 @@ def test_an_empty_round_selects_nothing():
     t = pd.DataFrame({"smiles": pd.Series(dtype=str), column("gap"): pd.Series(dtype=float)})
     out = _selection(t, cfg, selected_before=[])
     assert len(out) == 0 and "selected" in out.columns
+
+
+def test_a_shard_folder_generator_is_keyed_by_its_manifest(tmp_path):
+    import torch
+
+    from molgnn.data.shards import write_shards
+    from molgnn.stages.design import checkpoint_key_part
+
+    folder = write_shards({"w": torch.zeros(3)}, tmp_path / "gen")
+    assert checkpoint_key_part(folder) == folder / "manifest.json"
+    (tmp_path / "g.pt").write_bytes(b"x")
+    assert checkpoint_key_part(tmp_path / "g.pt") == tmp_path / "g.pt"
