@@ -326,6 +326,9 @@ class GeneratorTrainingConfig:
     ema_decay: Annotated[float, Strict(), Gt(0), Lt(1), BeforeValidator(_yaml_float)] | None = None
     bf16: Bool = False                               # bfloat16 autocast of the network
     time_budget_s: PosFloat | None = None            # training-time budget; None: epochs only
+    # fine-tune this generator on the run's molecules instead of training from nothing: a shipped
+    # generator's name or a checkpoint path (a .pt file or a shard folder; its architecture wins)
+    init_from: Annotated[str, Strict(), MinLen(1)] | None = None
 
 
 @_section
@@ -744,10 +747,26 @@ def check_runnable(params: Params, root: str | Path) -> None:
     """What :func:`from_dict` cannot know: the device exists here, and each data source is a named
     source, a URL or a file under ``root`` (relative paths resolve there). Raises one ConfigError
     listing every problem. ``molgnn run`` calls it before Prefect starts, the flow again."""
-    problems = _device_problems(params) + _source_problems(params, Path(root)) + _encoder_problems(params, Path(root))
+    problems = (_device_problems(params) + _source_problems(params, Path(root)) + _encoder_problems(params, Path(root))
+                + _generator_problems(params, Path(root)))
     if problems:
         raise ConfigError("cannot run here: " + problems[0] if len(problems) == 1
                           else "cannot run here:\n  " + "\n  ".join(problems), problems)
+
+
+def _generator_problems(params: Params, root: Path) -> list[str]:
+    """Each generate.<model>.init_from names a shipped generator or an existing checkpoint."""
+    from molgnn.data.shipped_generators import GeneratorNotFoundError, resolve_generator
+
+    problems = []
+    for kind in params.generate.models:
+        value = getattr(params.generate, kind).init_from
+        if value:
+            try:
+                resolve_generator(value, root)
+            except GeneratorNotFoundError as exc:
+                problems.append(f"generate.{kind}.init_from: {exc}")
+    return problems
 
 
 def _device_problems(params: Params) -> list[str]:

@@ -419,5 +419,8 @@ def train_generator_from_config(
         raise GeneratorTrainingError(f"{kind} needs a {expected.__name__}, got {type(cfg).__name__}")
     kwargs: dict[str, Any] = dataclasses.asdict(cfg)
     kwargs["max_seconds"] = kwargs.pop("time_budget_s")
+    if kwargs.pop("init_from"):
+        raise GeneratorTrainingError(f"{kind}.init_from is set: fine-tune that generator "
+                                     "(molgnn.generate.finetune) instead of training one from the config")
     kwargs.update(overrides)
     return train_generator(kind, smiles, seed=seed, device=device, max_nodes=max_nodes, **kwargs)

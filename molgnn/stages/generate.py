@@ -44,15 +44,33 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
     g = p.generate
     model_cfg = g.vae if kind == "vae" else g.diffusion
     guided = kind == "diffusion" and g.guidance.enabled   # in the key only when on: old caches stay valid
+    init = None
+    if model_cfg.init_from:   # fine-tune an existing generator: its checkpoint's content is in the key
+        from molgnn.data.shards import MANIFEST, is_shard_folder
+        from molgnn.data.shipped_generators import resolve_generator
+
+        init = resolve_generator(model_cfg.init_from, ctx.root)
+        init_key = [init / MANIFEST if is_shard_folder(init) else init]
     key = stage_key(f"generate-{kind}", dataclasses.asdict(model_cfg), g.max_heavy_atoms, g.n_samples,
                     g.sample_batch_size, p.seed, Path(molecules_path),
-                    *([dataclasses.asdict(g.guidance)] if guided else []))
+                    *([dataclasses.asdict(g.guidance)] if guided else []), *(init_key if init else []))
 
     def compute(run, out_dir: Path) -> StageResult:
         smiles = training_smiles(molecules_path)
         # Molecules the generator cannot represent (too many heavy atoms, radicals) are recorded.
-        trained = train_generator_from_config(kind, smiles, model_cfg, seed=p.seed, device=ctx.device,
-                                              max_nodes=g.max_heavy_atoms)
+        if init is not None:
+            from molgnn.generate.checkpoints import load_generator
+            from molgnn.generate.finetune import finetune_generator
+
+            base = load_generator(init)
+            if base.kind != kind:
+                raise ValueError(f"generate.{kind}.init_from {model_cfg.init_from!r} is a {base.kind} generator")
+            # its vocabulary and size limit (not generate.max_heavy_atoms) decide what it can learn
+            trained = finetune_generator(base, smiles, epochs=model_cfg.epochs, lr=model_cfg.lr,
+                                         batch_size=model_cfg.batch_size, seed=p.seed, device=ctx.device)
+        else:
+            trained = train_generator_from_config(kind, smiles, model_cfg, seed=p.seed, device=ctx.device,
+                                                  max_nodes=g.max_heavy_atoms)
         with atomic_path(out_dir / "training_rejects.csv") as tmp:
             pd.DataFrame(trained.rejects, columns=[schema.SMILES, "reason"]).to_csv(tmp, index=False)
         if run is not None:
@@ -100,7 +118,8 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
                                     "training_rejects": str(out_dir / "training_rejects.csv"), **guided_outputs,
                                     **{f"figure_{name}": str(path) for name, path in figures.items()}},
                            metrics=metrics,
-                           info={"generator": kind, "device": ctx.device})
+                           info={"generator": kind, "device": ctx.device,
+                                 "init_from": str(model_cfg.init_from or "")})
 
     def log(run, result: StageResult) -> None:
         from molgnn.report.plots import learning_curve
