@@ -354,6 +354,15 @@ class DiffusionConfig(GeneratorTrainingConfig):
             raise _Invalid([("hidden_dim", self.hidden_dim, f"a multiple of n_heads ({self.n_heads})")])
 
 
+def _range_problems(low: float | None, high: float | None, what: str = "") -> list[tuple[str, Any, str]]:
+    """A range [low, high] needs at least one bound, and low <= high (guidance and design targets)."""
+    if low is None and high is None:
+        return [("low", None, f"a number in low and/or high{what}")]
+    if low is not None and high is not None and low > high:
+        return [("low", low, f"at most high ({high})")]
+    return []
+
+
 @_section
 class GuidanceConfig:
     """Regressor guidance of the diffusion sampler toward ``low <= property <= high`` (None = open)."""
@@ -373,12 +382,7 @@ class GuidanceConfig:
     n_layers: PosInt = 2
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.low is None and self.high is None:
-            problems.append(("low", None, "a number in low and/or high (the target range)"))
-        if self.low is not None and self.high is not None and self.low > self.high:
-            problems.append(("low", self.low, f"at most high ({self.high})"))
-        _check(problems)
+        _check(_range_problems(self.low, self.high, " (the target range)"))
 
 
 @_section
@@ -432,12 +436,7 @@ class TargetRange:
     high: Float | None = None
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.low is None and self.high is None:
-            problems.append(("low", None, "a number in low and/or high"))
-        if self.low is not None and self.high is not None and self.low > self.high:
-            problems.append(("low", self.low, f"at most high ({self.high})"))
-        _check(problems)
+        _check(_range_problems(self.low, self.high))
 
 
 def _objective(value: Any) -> Any:

@@ -34,6 +34,13 @@ def is_shard_folder(path: str | Path) -> bool:
     return (Path(path) / MANIFEST).is_file()
 
 
+def key_file(path: str | Path) -> Path:
+    """The file whose content stands for a checkpoint in a content key: a plain file itself, or a shard
+    folder's manifest (it holds the SHA-256 of every shard and of the whole; a folder has no digest)."""
+    path = Path(path)
+    return path / MANIFEST if is_shard_folder(path) else path
+
+
 def write_shards(obj: Any, folder: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  meta: dict[str, Any] | None = None) -> Path:
     """Serialize ``obj`` into ``folder`` (replaced if it exists) as shards of at most ``max_bytes``;

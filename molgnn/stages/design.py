@@ -23,6 +23,7 @@ import pandas as pd
 
 from molgnn.data import schema
 from molgnn.data.artifacts import atomic_path
+from molgnn.data.shards import key_file
 from molgnn.stages.common import RunContext, StageResult, run_cached, stage_key, worker_count
 from molgnn.stages.screen import model_files
 
@@ -99,15 +100,6 @@ def _finetune(ctx: RunContext, generator, selected: list[str], training: list[st
                               device=ctx.device)
 
 
-def checkpoint_key_part(path: Path) -> Path:
-    """The file whose content stands for a generator checkpoint in a stage key: the file itself, or a
-    shard folder's manifest (it holds the SHA-256 of every shard and of the whole)."""
-    from molgnn.data.shards import MANIFEST, is_shard_folder
-
-    path = Path(path)
-    return path / MANIFEST if is_shard_folder(path) else path
-
-
 def run_design_round(ctx: RunContext, inp: RoundInputs) -> StageResult:
     from molgnn.stages.filter import apply_filters
     from molgnn.stages.generate import write_samples
@@ -117,7 +109,7 @@ def run_design_round(ctx: RunContext, inp: RoundInputs) -> StageResult:
     name = f"design-round-{inp.number}"
     key = stage_key(name, dataclasses.asdict(cfg), dataclasses.asdict(p.filter), dataclasses.asdict(p.screen),
                     dataclasses.asdict(p.featurize.conformers), p.generate.sample_batch_size, p.seed,
-                    checkpoint_key_part(inp.generator), Path(inp.molecules), *model_files(inp.model_dir),
+                    key_file(inp.generator), Path(inp.molecules), *model_files(inp.model_dir),
                     sorted(inp.selected_before), inp.last, inp.generator_run, inp.property_model_run, inp.data_md5)
 
     def compute(run, out_dir: Path) -> StageResult:

@@ -46,14 +46,13 @@ def run_generate(ctx: RunContext, molecules_path: Path, kind: str) -> StageResul
     guided = kind == "diffusion" and g.guidance.enabled   # in the key only when on: old caches stay valid
     init = None
     if model_cfg.init_from:   # fine-tune an existing generator: its checkpoint's content is in the key
-        from molgnn.data.shards import MANIFEST, is_shard_folder
+        from molgnn.data.shards import key_file
         from molgnn.data.shipped_generators import resolve_generator
 
         init = resolve_generator(model_cfg.init_from, ctx.root)
-        init_key = [init / MANIFEST if is_shard_folder(init) else init]
     key = stage_key(f"generate-{kind}", dataclasses.asdict(model_cfg), g.max_heavy_atoms, g.n_samples,
                     g.sample_batch_size, p.seed, Path(molecules_path),
-                    *([dataclasses.asdict(g.guidance)] if guided else []), *(init_key if init else []))
+                    *([dataclasses.asdict(g.guidance)] if guided else []), *([key_file(init)] if init else []))
 
     def compute(run, out_dir: Path) -> StageResult:
         smiles = training_smiles(molecules_path)

@@ -55,9 +55,9 @@ def test_a_shard_folder_generator_is_keyed_by_its_manifest(tmp_path):
     import torch
 
     from molgnn.data.shards import write_shards
-    from molgnn.stages.design import checkpoint_key_part
+    from molgnn.data.shards import key_file
 
     folder = write_shards({"w": torch.zeros(3)}, tmp_path / "gen")
-    assert checkpoint_key_part(folder) == folder / "manifest.json"
+    assert key_file(folder) == folder / "manifest.json"
     (tmp_path / "g.pt").write_bytes(b"x")
-    assert checkpoint_key_part(tmp_path / "g.pt") == tmp_path / "g.pt"
+    assert key_file(tmp_path / "g.pt") == tmp_path / "g.pt"

@@ -53,30 +53,14 @@ def test_report_has_rounds_front_and_lineage(design_report):
     assert (folder / "pareto_front.png").stat().st_size > 0
 
 
-def test_in_chromium_the_design_page_loads_and_renders(design_report):
-    from tests.report.test_html_report import _chromium
-
-    chromium = _chromium()
-    from playwright.sync_api import sync_playwright
-
-    path = design_report.parent / HTML_FILE
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(path.as_uri())
-            page.wait_for_load_state("load")
-            sizes = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
-            assert len(sizes) == 2 and all(w > 0 for w in sizes)      # the Pareto front and the objectives
-            assert page.locator("#candidates tbody tr").count() == 6
-            boxes = page.eval_on_selector_all("#candidates svg", "els => els.map(e => e.getBBox().width)")
-            assert len(boxes) == 6 and all(w > 0 for w in boxes)
-            page.locator("#candidates th", has_text="round").first.click()
-            rounds = page.locator("#candidates tbody tr td:nth-last-child(4)").all_inner_texts()
-            assert [r.strip() for r in rounds] == sorted(r.strip() for r in rounds)
-            assert errors == []
-        finally:
-            browser.close()
+def test_in_chromium_the_design_page_loads_and_renders(design_report, browser_page):
+    page, errors = browser_page(design_report.parent / HTML_FILE)
+    sizes = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+    assert len(sizes) == 2 and all(w > 0 for w in sizes)      # the Pareto front and the objectives
+    assert page.locator("#candidates tbody tr").count() == 6
+    boxes = page.eval_on_selector_all("#candidates svg", "els => els.map(e => e.getBBox().width)")
+    assert len(boxes) == 6 and all(w > 0 for w in boxes)
+    page.locator("#candidates th", has_text="round").first.click()
+    rounds = page.locator("#candidates tbody tr td:nth-last-child(4)").all_inner_texts()
+    assert [r.strip() for r in rounds] == sorted(r.strip() for r in rounds)
+    assert errors == []

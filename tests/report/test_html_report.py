@@ -2,7 +2,6 @@
 the last checked in a real headless browser (Debian's Chromium driven by playwright)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -56,48 +55,26 @@ def test_without_candidates_there_is_no_table(report_dir):
     assert "id=candidates" not in page and "<table>" in page
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        pytest.skip("no Chromium on this machine (scripts/bootstrap.sh installs Debian's chromium where "
-                    "apt-get runs as root)")
-    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (make install adds it)")
-    return path
-
-
-def test_in_chromium_the_page_loads_sorts_filters_and_renders_every_image(report_dir):
-    chromium = _chromium()
-    from playwright.sync_api import sync_playwright
-
+def test_in_chromium_the_page_loads_sorts_filters_and_renders_every_image(report_dir, browser_page):
     path = write_html(report_dir, {}, MARKDOWN, candidates())
     assert path.name == HTML_FILE
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        try:
-            page = browser.new_page()
-            errors: list[str] = []
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(path.as_uri())
-            page.wait_for_load_state("load")
-            # every raster image decoded, every structure drawn
-            sizes = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
-            assert sizes and all(w > 0 for w in sizes)
-            boxes = page.eval_on_selector_all("#candidates svg", "els => els.map(e => e.getBBox().width)")
-            assert len(boxes) == 4 and all(w > 0 for w in boxes)
-            rows = page.locator("#candidates tbody tr")
-            assert rows.count() == 4
-            smiles = lambda: [c.strip() for c in page.locator("#candidates tbody tr td:nth-child(2)").all_inner_texts()]
-            header = page.locator("#candidates th", has_text="gap mean")
-            header.click()
-            assert smiles() == ["CC(=O)Nc1ccc(O)cc1", "c1ccccc1O", "CCO", "ClCCl"]     # ascending gap
-            header.click()
-            assert smiles() == ["ClCCl", "CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]     # descending
-            page.fill("#filter", "vae")
-            assert page.locator("#candidates tbody tr:visible").count() == 3
-            page.check("#in-domain-only")
-            assert page.locator("#candidates tbody tr:visible").count() == 2
-            assert page.inner_text("#shown") == "2"
-            assert errors == []
-        finally:
-            browser.close()
+    page, errors = browser_page(path)
+    # every raster image decoded, every structure drawn
+    sizes = page.eval_on_selector_all("img", "els => els.map(e => e.complete ? e.naturalWidth : 0)")
+    assert sizes and all(w > 0 for w in sizes)
+    boxes = page.eval_on_selector_all("#candidates svg", "els => els.map(e => e.getBBox().width)")
+    assert len(boxes) == 4 and all(w > 0 for w in boxes)
+    rows = page.locator("#candidates tbody tr")
+    assert rows.count() == 4
+    smiles = lambda: [c.strip() for c in page.locator("#candidates tbody tr td:nth-child(2)").all_inner_texts()]
+    header = page.locator("#candidates th", has_text="gap mean")
+    header.click()
+    assert smiles() == ["CC(=O)Nc1ccc(O)cc1", "c1ccccc1O", "CCO", "ClCCl"]     # ascending gap
+    header.click()
+    assert smiles() == ["ClCCl", "CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]     # descending
+    page.fill("#filter", "vae")
+    assert page.locator("#candidates tbody tr:visible").count() == 3
+    page.check("#in-domain-only")
+    assert page.locator("#candidates tbody tr:visible").count() == 2
+    assert page.inner_text("#shown") == "2"
+    assert errors == []
