@@ -234,7 +234,8 @@ def _screen_on_dask(args, models: str, start: float) -> int:
     print(f"{summary['n_input_rows']} input rows in {summary['n_chunks']} chunks "
           f"({summary['n_chunks_scored_now']} scored now): {summary['n_ranked']} ranked -> {summary['predictions']}, "
           f"{summary['n_rejected']} rejected -> {summary['rejects']}; 3D re-check of {summary['n_3d']} "
-          f"({time.perf_counter() - start:.1f} s)")
+          f"({time.perf_counter() - start:.1f} s; "
+          + ", ".join(f"{phase} {sec:.1f} s" for phase, sec in summary["seconds"].items()) + ")")
     return 0
 
 
