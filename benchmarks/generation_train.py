@@ -43,7 +43,7 @@ import torch
 
 from common import REPO, command_line, git_commit, machine
 from molgnn.featurize.dense_graph import GraphEncodingError, GraphVocab, atom_token, decode, encode, prepare_molecule
-from molgnn.generate.checkpoints import export_training_state, save_generator
+from molgnn.generate.checkpoints import export_training_state, load_generator, save_generator
 from molgnn.generate.training import bf16_autocast_hooks, build_generator, train_generator_on_graphs
 
 # Settings per (dataset, kind), chosen for ~4-5 minutes of one H100/H200 (see benchmarks/README.md).
@@ -310,6 +310,9 @@ def main(argv: list[str] | None = None) -> int:
                          "--n-samples each, the --sample-seconds cap shared); default: the model's timesteps")
     ap.add_argument("--export-state", action="store_true",
                     help="also write the training state as bfloat16 shards (out/state) to resume elsewhere")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="start from this generator (checkpoint or shard folder, e.g. molgnn/resources/generators/"
+                         "moses): training continues across sessions from what came back; same preset and vocabulary")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--small", action="store_true", help="tiny models (CPU smoke test of the whole script)")
     ap.add_argument("--commit", default=None, help="code version to record (default: MOLGNN_COMMIT, else git HEAD)")
@@ -389,13 +392,22 @@ def main(argv: list[str] | None = None) -> int:
         log(f"epoch {rec['epoch']:.0f}: loss {rec['loss']:.4f} lr {rec['lr']:.2e} "
             f"{rec['molecules_per_second']:.0f} mol/s, {rec['elapsed']:.0f} s trained")
 
+    init_state = None
+    if args.init_from is not None and not args.state.exists():   # a saved training state resumes instead
+        start = load_generator(args.init_from)
+        if start.vocab.to_dict() != vocab.to_dict():
+            raise SystemExit(f"--init-from {args.init_from}: its vocabulary {start.vocab.atom_tokens} differs from "
+                             f"this dataset's {vocab.atom_tokens}")
+        init_state = start.model.float().state_dict()
+        info["init_from"] = {"path": str(args.init_from), "hparams": start.model.hparams}
+        log(f"starting from {args.init_from} (the learning-rate schedule restarts)")
     t0 = time.time()
     trained = train_generator_on_graphs(
         args.kind, x_all, e_all, vocab, epochs=10**6, batch_size=preset["batch_size"], lr=preset["lr"],
         seed=args.seed, device=device, lr_schedule="cosine", warmup_steps=preset["warmup_steps"],
         ema_decay=preset["ema_decay"], bf16=bf16, max_seconds=args.time_budget, deadline=deadline,
         state_path=args.state, checkpoint_every=args.checkpoint_every, evaluate_every=eval_every,
-        on_evaluate=on_evaluate, on_epoch_end=on_epoch_end, **preset["model"])
+        on_evaluate=on_evaluate, on_epoch_end=on_epoch_end, init_state=init_state, **preset["model"])
     info.update(train_seconds=trained.train_seconds, train_wall_this_run=time.time() - t0, steps=trained.steps,
                 stop_reason=trained.stop_reason, n_params=sum(p.numel() for p in trained.model.parameters()),
                 epochs_done=trained.history[-1]["epoch"] if trained.history else 0.0)

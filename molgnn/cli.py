@@ -158,12 +158,21 @@ def cmd_generate(args) -> int:
     if not ckpt.exists():
         raise FileNotFoundError(f"no trained {args.model} generator at {ckpt}: run `molgnn run` first "
                                 f"or pass --checkpoint")
+    from molgnn.data.shipped_generators import generator_card
+    from molgnn.screen.progress import Progress
+
     trained = load_generator(ckpt)
-    sample = sample_smiles(trained, trained.vocab, args.n, seed=args.seed, device=args.device,
-                           batch_size=args.batch_size, steps=args.steps)
+    steps = args.steps
+    if steps is None and not args.checkpoint and args.model in shipped:
+        steps = generator_card(args.model).get("sample_steps")   # the card's speed/validity trade-off
+    # a big batch's edge tensors fall out of the CPU caches: small batches draw faster there
+    batch_size = args.batch_size or (32 if str(args.device).startswith("cpu") else 512)
+    with Progress(f"sampling ({steps or 'all'} reverse steps)", args.n, enabled=args.n > batch_size) as bar:
+        sample = sample_smiles(trained, trained.vocab, args.n, seed=args.seed, device=args.device,
+                               batch_size=batch_size, steps=steps, progress=bar.update)
     table = write_samples(sample, args.model, Path(args.out))
     print(f"{args.n} samples from {ckpt} -> {args.out}: {int(table['valid'].sum())} valid "
-          f"({sample.molecules_per_second:.0f} molecules/s)")
+          f"({sample.molecules_per_second:.1f} molecules/s)")
     return 0
 
 
@@ -406,8 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="diffusion",
                    help="vae | diffusion (the run's generators) | the name of a generator shipped in "
                         "molgnn/resources/generators (default: %(default)s)")
-    g.add_argument("--steps", type=int, help="reverse diffusion steps (default: all of the model's timesteps)")
-    g.add_argument("--batch-size", type=int, default=512, help="graphs drawn at once (default: %(default)s)")
+    g.add_argument("--steps", type=int, help="reverse diffusion steps (default: a shipped generator's card "
+                                             "sample_steps, else all of the model's timesteps)")
+    g.add_argument("--batch-size", type=int, help="graphs drawn at once (default: 32 on the CPU, 512 on a GPU)")
     g.add_argument("-n", type=int, default=100)
     g.add_argument("--checkpoint", help="generator checkpoint, or a registered generator models:/NAME@ALIAS "
                                         "(default: the run's generate-<model>/generator.pt)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -10,6 +11,7 @@ from torch import nn
 
 from molgnn.chem.sample_rates import uniqueness, validity
 from molgnn.featurize.dense_graph import GraphVocab, decode
+from molgnn.generate.cpu_allocator import retain_freed_memory
 from molgnn.generate.training import TrainedGenerator
 from molgnn.models.graph_diffusion import Guidance
 
@@ -48,11 +50,13 @@ class SampleResult:
 
 def sample_graphs(model: nn.Module, n: int, *, seed: int, device: str | torch.device = "cpu",
                   batch_size: int = 512, guidance: Guidance | None = None,
-                  steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                  steps: int | None = None,
+                  progress: Callable[[int], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` dense graphs (X [n, N], E [n, N, N], on the CPU) in batches from one seeded generator.
 
     ``guidance`` (diffusion only) steers each reverse step and ``steps`` (diffusion only; None: all
-    its timesteps) sets the number of reverse steps, see ``GraphDiffusion.sample``."""
+    its timesteps) sets the number of reverse steps, see ``GraphDiffusion.sample``; ``progress`` is
+    called with the number of graphs of each finished batch."""
     if n < 0 or batch_size < 1:
         raise ValueError(f"need n >= 0 and batch_size >= 1, got {n}, {batch_size}")
     extra = {}
@@ -68,6 +72,8 @@ def sample_graphs(model: nn.Module, n: int, *, seed: int, device: str | torch.de
             raise ValueError(f"{type(model).__name__} samples in one pass; sampling steps apply to the diffusion model")
         extra["steps"] = steps
     device = torch.device(device)
+    if device.type == "cpu":
+        retain_freed_memory()
     model = model.to(device).eval()
     generator = torch.Generator(device=device).manual_seed(seed)
     xs, es = [], []
@@ -75,6 +81,8 @@ def sample_graphs(model: nn.Module, n: int, *, seed: int, device: str | torch.de
         x, e = model.sample(min(batch_size, n - start), generator=generator, device=device, **extra)
         xs.append(x.cpu())
         es.append(e.cpu())
+        if progress is not None:
+            progress(x.shape[0])
     n_max = int(model.hparams["max_nodes"])
     if not xs:
         return torch.zeros(0, n_max, dtype=torch.long), torch.zeros(0, n_max, n_max, dtype=torch.long)
@@ -91,11 +99,12 @@ def sample_smiles(
     batch_size: int = 512,
     guidance: Guidance | None = None,
     steps: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> SampleResult:
     """Sample ``n`` molecules and decode each twice: as drawn, and keeping the largest fragment.
 
     ``vocab`` may be None when a TrainedGenerator (which carries its vocabulary) is given;
-    ``guidance`` and ``steps`` go to ``sample_graphs``.
+    ``guidance``, ``steps`` and ``progress`` go to ``sample_graphs``.
     Timing covers sampling and decoding.
     """
     if isinstance(generator, TrainedGenerator):
@@ -105,7 +114,8 @@ def sample_smiles(
     if vocab is None:
         raise ValueError("sample_smiles needs a vocabulary to decode a bare model")
     started = time.perf_counter()
-    x, e = sample_graphs(model, n, seed=seed, device=device, batch_size=batch_size, guidance=guidance, steps=steps)
+    x, e = sample_graphs(model, n, seed=seed, device=device, batch_size=batch_size, guidance=guidance, steps=steps,
+                         progress=progress)
     smiles: list[str | None] = []
     reasons: list[str] = []
     corrected: list[str | None] = []

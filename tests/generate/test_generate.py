@@ -72,7 +72,9 @@ def test_sampling_and_checkpoint_round_trip(kind, tmp_path: Path):
         if smi is not None:
             assert fixed == smi
     assert 0 <= res.validity <= res.validity_corrected <= 1 and res.molecules_per_second > 0
-    assert sample_smiles(trained, None, 12, seed=5, batch_size=5).smiles == res.smiles
+    batches = []
+    again = sample_smiles(trained, None, 12, seed=5, batch_size=5, progress=batches.append)
+    assert again.smiles == res.smiles and batches == [5, 5, 2]    # progress: graphs per finished batch
 
     path = save_generator(trained, tmp_path / "gen" / f"{kind}.pt")
     assert [p.name for p in path.parent.iterdir()] == [f"{kind}.pt"]   # no temporary file left behind
@@ -120,3 +122,13 @@ def test_quality_smoke_on_qm9_sample(kind, settings):
     print(f"\n{kind}: train {trained.train_seconds:.0f}s, {res.metrics()}, novelty {novelty:.3f}")
     # Loose floors: far above what an untrained model reaches (~0.1), far below what training gives.
     assert res.validity > 0.4 and res.validity_corrected > 0.6 and res.uniqueness > 0.5
+
+
+def test_cpu_sampling_keeps_freed_memory_where_glibc_allows():
+    import platform
+
+    from molgnn.generate.cpu_allocator import retain_freed_memory
+
+    assert retain_freed_memory() is retain_freed_memory()        # set once per process
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert retain_freed_memory() is True
