@@ -13,7 +13,10 @@ On a cluster of many machines, start ``dask scheduler`` on one and ``dask worker
 """
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,38 @@ def distributed_screen(library: list[str], model_folder: str, out: str, work_dir
     """Score the chunks as a Prefect flow on Dask, then merge them in a second flow once the cluster
     is gone (its workers' memory is free by then); returns the summary."""
     flow_fn = _score_flow.with_options(task_runner=_runner(workers, address))
-    scored = flow_fn(library, model_folder, work_dir, chunk_rows, smiles_column, max_heavy_atoms, progress)
+    with _workers_share_the_api(local=address is None):
+        scored = flow_fn(library, model_folder, work_dir, chunk_rows, smiles_column, max_heavy_atoms, progress)
     return _merge_flow(model_folder, out, two_tier, scored)
+
+
+@contextlib.contextmanager
+def _workers_share_the_api(local: bool) -> Iterator[None]:
+    """Point a LocalCluster's worker processes at this process's temporary Prefect server.
+
+    Without a configured PREFECT_API_URL every new worker process would start a temporary server of
+    its own (seconds and ~200 MB each, most of a 16-worker screen's fixed cost) and record its task
+    runs there, out of the flow's sight. Workers inherit the environment when the cluster starts, so
+    the variable is set around the flow that starts it and restored after.
+    """
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED
+
+    if not local or PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value():
+        yield                                # a real server (workers find it the same way) or remote workers
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()          # the instance this process's Prefect client uses too
+    server.start()
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = server.api_url
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
 
 
 @flow(name="molgnn-screen-distributed", log_prints=True)

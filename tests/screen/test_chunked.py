@@ -102,6 +102,8 @@ def test_cli_dask_screen_equals_the_one_process_screen(tmp_path, model_folder):
     dask = screen("--out", str(tmp_path / "dask.csv"), "--dask", "--chunk-rows", "4")
     assert dask.returncode == 0, dask.stderr[-3000:]
     assert "in 4 chunks (4 scored now)" in dask.stdout
+    # the workers report to the flow's temporary Prefect server instead of each starting its own
+    assert (dask.stdout + dask.stderr).count("Starting temporary server") == 1, dask.stderr[-3000:]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "dask.csv"), pd.read_csv(tmp_path / "one.csv"))
     rerun = screen("--out", str(tmp_path / "dask2.csv"), "--dask", "--chunk-rows", "4",
                    "--work-dir", str(tmp_path / "dask.csv.work"))
